@@ -1,0 +1,3 @@
+module github.com/bulkhead/bulkhead/gen
+
+go 1.26.0

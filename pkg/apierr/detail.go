@@ -1,0 +1,5 @@
+package apierr
+
+import "google.golang.org/protobuf/protoadapt"
+
+type protoadaptDetail = protoadapt.MessageV1
