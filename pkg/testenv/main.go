@@ -37,5 +37,5 @@ func RunMain(m *testing.M) int {
 
 // stopShared stops every process-wide server of this package.
 func stopShared() error {
-	return errors.Join(StopPostgres())
+	return errors.Join(StopPostgres(), StopVault())
 }
