@@ -33,7 +33,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // seed writes one credential per tenant and returns its id.
-func seed(t *testing.T, b *vault.Broker, tenants ...string) string {
+func seed(t testing.TB, b *vault.Broker, tenants ...string) string {
 	t.Helper()
 	cred := uuid.NewString()
 	for _, tenant := range tenants {

@@ -21,30 +21,11 @@ import (
 	vaultapi "github.com/hashicorp/vault-client-go"
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwt"
-	"go.uber.org/goleak"
 )
 
-// TestMain stops the shared Vault and then checks for leaked goroutines (a broker, provisioner
-// or client a test forgot to close). Once testenv's RunMain stops the shared Vault too, this
-// becomes testenv.Main(m).
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if sharedEnv != nil {
-		sharedEnv.prov.Close()
-		closeIdle(sharedEnv.root)
-	}
-	if err := testenv.StopVault(); err != nil {
-		fmt.Fprintln(os.Stderr, "stop vault:", err)
-		code = 1
-	}
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+// TestMain stops the shared Vault after the tests, then fails the run on leaked goroutines
+// (a broker, provisioner or client a test forgot to close).
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // closeIdle closes a test client's pooled connections so their goroutines end.
 func closeIdle(c *vaultapi.Client) { c.Configuration().HTTPClient.CloseIdleConnections() }
