@@ -49,14 +49,18 @@ type RemoteKeysConfig struct {
 	// a burst of 1, at most one fetch per interval is caused by unknown kids, however many
 	// tokens carry them.
 	MinRefreshInterval time.Duration
+	// StartupWait is how long NewRemoteKeys waits for the first fetch (default 5s). When identity
+	// is not up by then the service starts anyway and keys are fetched on demand; negative
+	// means do not wait.
+	StartupWait time.Duration
 	// Now is the clock of the on-demand limiter; nil means time.Now.
 	Now func() time.Time
 }
 
 // RemoteKeys is a KeySource that fetches identity's JWKS over HTTP through a jwk.Cache. The
-// first fetch happens in the background, so a service starts even while identity is still
-// coming up; until a fetch succeeds, KeySet fetches on demand (at most once a second) and
-// reports an error when that fails too.
+// first fetch happens while NewRemoteKeys waits (StartupWait); if identity is still coming up
+// the service starts anyway, and until a fetch succeeds KeySet fetches on demand (at most once
+// a second) and reports an error when that fails too.
 type RemoteKeys struct {
 	url       string
 	client    *http.Client
@@ -82,6 +86,9 @@ func NewRemoteKeys(ctx context.Context, cfg RemoteKeysConfig) (*RemoteKeys, erro
 	if cfg.MinRefreshInterval <= 0 {
 		cfg.MinRefreshInterval = 30 * time.Second
 	}
+	if cfg.StartupWait == 0 {
+		cfg.StartupWait = 5 * time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -92,12 +99,19 @@ func NewRemoteKeys(ctx context.Context, cfg RemoteKeysConfig) (*RemoteKeys, erro
 	if err != nil {
 		return nil, fmt.Errorf("authn: start JWKS cache: %w", err)
 	}
-	err = cache.Register(ctx, cfg.URL,
+	// Waiting for the first fetch here (rather than letting it race the first request's
+	// on-demand fetch) keeps startup to one request to identity.
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if cfg.StartupWait > 0 {
+		wctx, cancel = context.WithTimeout(ctx, cfg.StartupWait)
+	}
+	err = cache.Register(wctx, cfg.URL,
 		jwk.WithHTTPClient(cfg.HTTPClient),
 		jwk.WithConstantInterval(cfg.RefreshInterval),
-		jwk.WithWaitReady(false),
+		jwk.WithWaitReady(cfg.StartupWait > 0),
 	)
-	if err != nil {
+	cancel()
+	if err != nil && !(errors.Is(err, context.DeadlineExceeded) && cache.IsRegistered(ctx, cfg.URL)) {
 		_ = cache.Shutdown(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("authn: register JWKS %s: %w", cfg.URL, err)
 	}

@@ -456,7 +456,7 @@ func TestRemoteKeysBeforeIdentityIsUp(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(iss.PublicSet())
 	}))
 	defer srv.Close()
-	keys, err := authn.NewRemoteKeys(context.Background(), authn.RemoteKeysConfig{URL: srv.URL, MinRefreshInterval: time.Millisecond})
+	keys, err := authn.NewRemoteKeys(context.Background(), authn.RemoteKeysConfig{URL: srv.URL, MinRefreshInterval: time.Millisecond, StartupWait: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
