@@ -136,7 +136,9 @@ type env struct {
 type options struct {
 	limiter   *ratelimit.Limiter
 	cacheSize int
-	logOut    io.Writer // default: env.logs
+	logOut    io.Writer    // default: env.logs
+	policy    authz.Policy // default: testPolicy
+	register  func(*env)   // registers more services before serving
 }
 
 func tenantStatus() authn.TenantStatus {
@@ -157,6 +159,10 @@ func start(tb testing.TB, o options) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	policy := testPolicy
+	if o.policy != nil {
+		policy = o.policy
+	}
 	var logOut io.Writer = e.logs
 	if o.logOut != nil {
 		logOut = o.logOut
@@ -164,13 +170,16 @@ func start(tb testing.TB, o options) *env {
 	e.srv, err = New(Config{
 		Logger:      logging.NewJSON(logOut, slog.LevelInfo),
 		Verifier:    v,
-		Policy:      testPolicy,
+		Policy:      policy,
 		RateLimiter: o.limiter,
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	testpb.RegisterTestServiceServer(e.srv, testService{})
+	if o.register != nil {
+		o.register(e)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
