@@ -231,13 +231,23 @@ func (k *Keyring) CurrentKID() string {
 }
 
 // Rotate makes a new key current and returns its kid. The previous key stays published for
-// Overlap. Other replicas switch to the new key within their RefreshInterval.
+// Overlap. Other replicas switch to the new key within their RefreshInterval. Rotate also
+// recovers a store left without a current key (someone retired it without a successor).
 func (k *Keyring) Rotate(ctx context.Context) (string, error) {
 	next, err := k.newStoredKey()
 	if err != nil {
 		return "", err
 	}
-	if err := k.rotateStore(ctx, next); err != nil {
+	err = k.rotateStore(ctx, next)
+	if errors.Is(err, ErrNoCurrentKey) {
+		var created bool
+		created, err = k.store.CreateFirstKey(ctx, next)
+		if err == nil && !created {
+			// Another replica made a key current meanwhile: rotate that one as asked.
+			err = k.rotateStore(ctx, next)
+		}
+	}
+	if err != nil {
 		return "", err
 	}
 	k.mu.Lock()
