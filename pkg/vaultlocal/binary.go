@@ -14,15 +14,21 @@ import (
 )
 
 // CacheDirEnv names the environment variable that overrides where built tools are cached
-// (default: <repo>/.cache). The Vault binary lives in <cache>/bin/vault.
+// (default: the user cache directory's "bulkhead", e.g. ~/.cache/bulkhead). The Vault binary
+// lives in <cache>/vault-<version>/vault, so every clone and CI job on a machine shares one
+// build per Vault version, and a version bump builds next to the old binary, never over it.
 const CacheDirEnv = "BULKHEAD_CACHE_DIR"
+
+// VaultVersion is the HashiCorp Vault release tools/vaultserver pins; it names the cache
+// directory of the build. A test keeps it equal to the wrapper's go.mod.
+const VaultVersion = "v1.21.1"
 
 // wrapperDir is the wrapper module, relative to the repository root, that builds HashiCorp
 // Vault's own CLI from the Go module proxy.
 const wrapperDir = "tools/vaultserver"
 
 // FindBinary resolves the Vault server binary: a `vault` or `bao` on PATH, else the binary
-// cached in <cache>/bin/vault, building it from tools/vaultserver when it is missing. The first
+// cached in CachedBinaryPath, building it from tools/vaultserver when it is missing. The first
 // build on a bare machine takes about 12 minutes and 3.6 GB of module downloads; concurrent
 // callers (parallel test binaries) wait for one build under a file lock instead of racing.
 func FindBinary(ctx context.Context, logger *slog.Logger) (string, error) {
@@ -34,18 +40,14 @@ func FindBinary(ctx context.Context, logger *slog.Logger) (string, error) {
 			return p, nil
 		}
 	}
-	root, rootErr := RepoRoot()
-	cache := os.Getenv(CacheDirEnv)
-	if cache == "" {
-		if rootErr != nil {
-			return "", fmt.Errorf("no vault or bao on PATH and no cache dir: %w", rootErr)
-		}
-		cache = filepath.Join(root, ".cache")
+	bin, err := CachedBinaryPath()
+	if err != nil {
+		return "", fmt.Errorf("no vault or bao on PATH: %w", err)
 	}
-	bin := filepath.Join(cache, "bin", "vault")
 	if isExecutable(bin) {
 		return bin, nil
 	}
+	root, rootErr := RepoRoot()
 	if rootErr != nil {
 		return "", fmt.Errorf("vault binary %s missing and cannot build it: %w", bin, rootErr)
 	}
@@ -53,6 +55,22 @@ func FindBinary(ctx context.Context, logger *slog.Logger) (string, error) {
 		return "", err
 	}
 	return bin, nil
+}
+
+// CachedBinaryPath is where the built Vault binary lives: <cache>/vault-<VaultVersion>/vault,
+// with <cache> from BULKHEAD_CACHE_DIR or else os.UserCacheDir()/bulkhead. It is outside the
+// checkout on purpose: a build costs minutes, and fresh clones and CI runs on one machine
+// should find the one already made.
+func CachedBinaryPath() (string, error) {
+	cache := os.Getenv(CacheDirEnv)
+	if cache == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("no user cache directory (set %s): %w", CacheDirEnv, err)
+		}
+		cache = filepath.Join(dir, "bulkhead")
+	}
+	return filepath.Join(cache, "vault-"+VaultVersion, "vault"), nil
 }
 
 // buildLocked builds the wrapper into bin unless another process finished doing so while this

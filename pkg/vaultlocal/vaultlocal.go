@@ -1,6 +1,6 @@
 // Package vaultlocal gives tests and `make run` a real Vault server: the one named by VAULT_ADDR
 // and VAULT_TOKEN when both are set, else a dev-mode `vault` or `bao` from PATH, else HashiCorp
-// Vault built once from the tools/vaultserver wrapper module into an ignored cache directory.
+// Vault built once from the tools/vaultserver wrapper module into the user cache directory.
 // It also detects what a server supports (Probe), because open-source Vault silently serves the
 // root namespace for any X-Vault-Namespace header and so cannot be trusted to say so itself.
 package vaultlocal
