@@ -150,6 +150,11 @@ func BenchmarkUnary(b *testing.B) {
 //	warm/bare     what the chain costs over a bare loopback hop (target ≈1.1×)
 //	cold/bare     the same without the verified-token cache
 //	warm/inproc   a loopback hop through the chain against calling the handler directly
+//
+// Measured on the 2-core dev machine (shared, so ±0.05): warm/bare ≈1.25, cold/bare ≈2.7. Of the
+// warm overhead, ≈0.1× of a hop is the per-call JSON log line (≈1.13 with logging removed); a
+// hand-written slog interceptor in place of go-grpc-middleware's was measured and was no faster,
+// so the line's cost is the JSON encoding itself.
 func BenchmarkChainOverhead(b *testing.B) {
 	req := &testpb.SimpleRequest{}
 	bare := bareServer(b)
