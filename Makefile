@@ -14,7 +14,7 @@ PROTOVALIDATE_VERSION := v1.2.2
 PROTOVALIDATE_PROTO := proto/third_party/protovalidate/buf/validate/validate.proto
 # Tools pinned by the `tool` directives of tools/gotools/go.mod.
 TOOLS := github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go \
-	google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	google.golang.org/grpc/cmd/protoc-gen-go-grpc github.com/fullstorydev/grpcurl/cmd/grpcurl
 # -race costs ~2x on 2 cores; CI keeps it because tenancy bugs are often concurrency bugs.
 TESTFLAGS ?= -race -count=1
 BENCHFLAGS ?= -run='^$$' -bench=. -benchmem -benchtime=2s
@@ -60,6 +60,10 @@ test: ## Run every test against real PostgreSQL, Vault and gRPC over loopback
 .PHONY: bench
 bench: ## Run the benchmarks (ratios against in-run baselines)
 	go test $(BENCHFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
+.PHONY: run
+run: tools ## Run the whole suite on embedded defaults (own PostgreSQL unless BULKHEAD_DATABASE_URL)
+	go run ./deploy/local $(RUNFLAGS)
 
 .PHONY: vault
 vault: ## Build the pinned HashiCorp Vault server into .cache/bin/vault (skipped when present)
