@@ -190,3 +190,53 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestDeniedHook(t *testing.T) {
+	type call struct {
+		method string
+		c      *claims.Claims
+		code   codes.Code
+	}
+	var calls []call
+	hook := func(_ context.Context, method string, c *claims.Claims, refusal error) {
+		calls = append(calls, call{method, c, status.Code(refusal)})
+	}
+	p := Policy{mCreds: {Kinds: []claims.Kind{claims.KindUser, claims.KindService}, Services: []string{"connection"}, Denied: hook}}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	viaConnection := user("viewer")
+	viaConnection.Caller = "svc:connection"
+	direct := user("owner")
+	cases := []struct {
+		name      string
+		c         *claims.Claims
+		want      codes.Code
+		wantCalls int
+	}{
+		{"allowed: no call", viaConnection, codes.OK, 0},
+		{"refused: hook sees the claims", direct, codes.PermissionDenied, 1},
+		{"no claims: nobody to report", nil, codes.Unauthenticated, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			calls = nil
+			ctx := context.Background()
+			if tc.c != nil {
+				ctx = claims.NewContext(ctx, tc.c)
+			}
+			if got := status.Code(p.Authorize(ctx, mCreds)); got != tc.want {
+				t.Fatalf("code = %v, want %v", got, tc.want)
+			}
+			if len(calls) != tc.wantCalls {
+				t.Fatalf("hook called %d times, want %d", len(calls), tc.wantCalls)
+			}
+			if tc.wantCalls == 1 && (calls[0].method != mCreds || calls[0].c != tc.c || calls[0].code != tc.want) {
+				t.Fatalf("hook got %+v", calls[0])
+			}
+		})
+	}
+	if err := (Policy{mLogin: {Public: true, Denied: hook}}).Validate(); err == nil {
+		t.Fatal("Validate accepted a public rule with a Denied hook")
+	}
+}

@@ -27,6 +27,12 @@ type Rule struct {
 	// NoTenant marks operator and service methods that act on no tenant. Without it the
 	// principal must carry a tenant id.
 	NoTenant bool
+	// Denied, if set, is called when this rule refuses an authenticated principal, with the
+	// verified claims and the refusal, before Authorize returns it. Services use it to audit
+	// refused attempts (an end user's token trying to read a secret) in the tenant the claims
+	// name: it is the one place that still knows who was refused. It runs on the request path
+	// and must be quick; it cannot change the decision.
+	Denied func(ctx context.Context, fullMethod string, c *claims.Claims, refusal error)
 }
 
 // Policy maps full gRPC method names ("/bulkhead.identity.v1.IdentityService/GetTenant") to their
@@ -52,8 +58,8 @@ func (p Policy) Validate() error {
 			return fmt.Errorf("authz: policy method %q is not a full method name (/pkg.Service/Method)", m)
 		}
 		if r.Public {
-			if r.Permission != "" || len(r.Kinds) > 0 || len(r.Services) > 0 {
-				return fmt.Errorf("authz: %s: a public rule must not also name permission, kinds or services", m)
+			if r.Permission != "" || len(r.Kinds) > 0 || len(r.Services) > 0 || r.Denied != nil {
+				return fmt.Errorf("authz: %s: a public rule must not also name permission, kinds, services or a Denied hook", m)
 			}
 			continue
 		}
@@ -85,7 +91,11 @@ func (p Policy) Authorize(ctx context.Context, fullMethod string) error {
 	if !ok {
 		return apierr.Unauthenticated("missing credentials")
 	}
-	return rule.check(c)
+	err := rule.check(c)
+	if err != nil && rule.Denied != nil {
+		rule.Denied(ctx, fullMethod, c, err)
+	}
+	return err
 }
 
 func (r Rule) check(c *claims.Claims) error {
