@@ -11,8 +11,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -88,16 +86,14 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	kek := make([]byte, 32)
-	if _, err := rand.Read(kek); err != nil {
-		return err
-	}
 	cfg := identity.DefaultConfig()
 	cfg.GRPCAddr, cfg.HTTPAddr = o.identityGRPC, o.identityHTTP
 	cfg.DatabaseURL, cfg.MigrateDatabaseURL = identity.Secret(idDB.app), identity.Secret(idDB.owner)
-	cfg.KeyEncryptionKey = identity.Secret(base64.StdEncoding.EncodeToString(kek))
 	cfg.LogLevel = level
-	cfg.Dev = true // prints a generated operator credential once
+	// Dev mode generates the key-encryption key and an operator credential (printed once). The
+	// data directory is kept between runs; with a fresh dev key identity rotates to a new
+	// signing key instead of failing to open the old one.
+	cfg.Dev = true
 	id, err := identity.Start(ctx, cfg, identity.Options{Logger: logger.With("service", "identity"), DevOutput: os.Stdout})
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
