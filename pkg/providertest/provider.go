@@ -238,11 +238,11 @@ func Start(ctx context.Context, opts Options) (*Provider, error) {
 		ScopeStrategy: fosite.ExactScopeStrategy,
 		// Refresh tokens for every authorization-code grant, as SaaS providers do, rather than
 		// only for grants holding an "offline" scope (fosite's default).
-		RefreshTokenScopes:         []string{},
-		EnforcePKCE:                !opts.PKCEOptional,
+		RefreshTokenScopes:          []string{},
+		EnforcePKCE:                 !opts.PKCEOptional,
 		EnforcePKCEForPublicClients: true,
-		SendDebugMessagesToClients: true,
-		TokenURL:                   p.URL + PathToken,
+		SendDebugMessagesToClients:  true,
+		TokenURL:                    p.URL + PathToken,
 	}
 	// Set explicitly: fosite's getters install these defaults lazily, writing the shared config
 	// from request goroutines (a data race under concurrent requests).
