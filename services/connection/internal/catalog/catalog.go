@@ -142,6 +142,10 @@ type OAuth2 struct {
 	// AssumedAccessTokenLifetime is the lifetime to assume when an expiring token's response
 	// omits expires_in (Salesforce does); zero means none is assumed.
 	AssumedAccessTokenLifetime time.Duration `yaml:"assumed_access_token_lifetime"`
+	// RefreshTokenLifetime is how long an unused refresh token stays valid, when the provider
+	// documents it; zero means unknown or unlimited. A connection refreshes well before it elapses,
+	// so an idle connection does not die silently.
+	RefreshTokenLifetime time.Duration `yaml:"refresh_token_lifetime"`
 	// AuthorizationParams are extra authorization request parameters (e.g. access_type=offline).
 	AuthorizationParams map[string]string `yaml:"authorization_params"`
 }

@@ -126,6 +126,10 @@ func TestShippedProviderDetails(t *testing.T) {
 	if err != nil || e.TokenURL != "https://login.microsoftonline.com/common/oauth2/v2.0/token" || e.Fields["tenant"] != "common" {
 		t.Errorf("microsoft-365 default tenant: %+v (%v)", e, err)
 	}
+	xero, _ := c.Get("xero")
+	if xero.OAuth2.RefreshTokenLifetime.Hours() != 60*24 {
+		t.Errorf("xero refresh token lifetime = %v", xero.OAuth2.RefreshTokenLifetime)
+	}
 	sf, _ := c.Get("salesforce")
 	if sf.OAuth2.AssumedAccessTokenLifetime.Hours() != 2 {
 		t.Errorf("salesforce assumed lifetime = %v", sf.OAuth2.AssumedAccessTokenLifetime)
@@ -285,6 +289,11 @@ func TestParseRejectsBrokenEntries(t *testing.T) {
 			p.OAuth2.AuthorizationParams = map[string]string{"redirect_uri": "https://evil.example.com"}
 		}, wantField: "oauth2.authorization_params.redirect_uri"},
 		{name: "assumed lifetime on non-expiring tokens", mutate: func(p *catalog.Provider) { p.OAuth2.AssumedAccessTokenLifetime = 3600e9 }, wantField: "oauth2.assumed_access_token_lifetime"},
+		{name: "negative refresh token lifetime", mutate: func(p *catalog.Provider) { p.OAuth2.RefreshTokenLifetime = -1 }, wantField: "oauth2.refresh_token_lifetime"},
+		{name: "refresh token lifetime on client credentials", mutate: func(p *catalog.Provider) {
+			p.AuthType, p.OAuth2.AuthorizationURL = catalog.AuthOAuth2ClientCredentials, ""
+			p.OAuth2.RefreshTokenLifetime = 3600e9
+		}, wantField: "oauth2.refresh_token_lifetime"},
 		{name: "api key without block", mutate: func(p *catalog.Provider) {
 			p.AuthType = catalog.AuthAPIKey
 			p.OAuth2 = nil

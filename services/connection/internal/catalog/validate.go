@@ -246,6 +246,12 @@ func checkOAuth2(c *checker, t AuthType, o *OAuth2, templatable map[string]bool,
 	if o.AssumedAccessTokenLifetime > 0 && !o.AccessTokenExpires {
 		c.add("oauth2.assumed_access_token_lifetime", "set although access tokens do not expire")
 	}
+	if o.RefreshTokenLifetime < 0 {
+		c.add("oauth2.refresh_token_lifetime", "negative")
+	}
+	if o.RefreshTokenLifetime > 0 && t != AuthOAuth2AuthorizationCode {
+		c.add("oauth2.refresh_token_lifetime", "set for client credentials, which has no refresh tokens")
+	}
 	for k, v := range o.AuthorizationParams {
 		if reservedAuthParams[k] || !queryNameRE.MatchString(k) {
 			c.add("oauth2.authorization_params."+k, "reserved or not a parameter name")
