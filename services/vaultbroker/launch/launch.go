@@ -165,10 +165,14 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 		Mode:            vault.Mode(cfg.VaultMode),
 		NamespaceParent: cfg.NamespaceParent,
 		Trust:           vault.JWTTrust{JWKSURL: cfg.JWKSURLForVault(), BoundIssuer: cfg.Issuer},
-		TokenType:       vault.TokenType(cfg.VaultTokenType),
-		CacheSize:       cfg.VaultCacheSize,
-		Logger:          logger,
-		Now:             opts.Now,
+		// Tenant roles accept only JWTs identity exchanged for this broker (act.sub), so the
+		// broker's credential alone — a service token, or a tenant token identity issues to a
+		// service acting on its own — cannot log in to any tenant.
+		Actor:     "svc:" + cfg.ClientID,
+		TokenType: vault.TokenType(cfg.VaultTokenType),
+		CacheSize: cfg.VaultCacheSize,
+		Logger:    logger,
+		Now:       opts.Now,
 	}
 	if cfg.AdminToken != "" {
 		res, err := vault.Bootstrap(ctx, vcfg, cfg.AdminToken.Reveal())
@@ -297,4 +301,3 @@ func (r *Running) closeAll() {
 		}
 	})
 }
-

@@ -98,6 +98,11 @@ type Config struct {
 	NamespaceParent string
 	// Audience is the `aud` the tenant roles require (default "bulkhead.vault").
 	Audience string
+	// Actor, when set, is the `act.sub` the tenant roles require (e.g. "svc:vaultbroker"):
+	// only JWTs identity minted by token exchange *for the broker* log in. A JWT identity
+	// issues to a service acting on its own (no actor) or exchanged by another service is
+	// refused by Vault. Empty binds no actor.
+	Actor string
 	// Trust is written into the JWT auth method's config by Bootstrap (mount mode) and by
 	// Provision in each tenant namespace (namespace mode).
 	Trust JWTTrust

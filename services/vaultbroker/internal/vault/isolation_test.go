@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -200,5 +201,61 @@ func TestWidenedRoleRefused(t *testing.T) {
 	b := e.broker(t, nil)
 	if _, err := b.GetCredential(ctx, tenant, uuid.NewString(), 0); !errors.Is(err, vault.ErrPermissionDenied) {
 		t.Fatalf("get with widened role: %v, want ErrPermissionDenied", err)
+	}
+}
+
+// TestJWTLoginBoundToActor: with Config.Actor set, a tenant's role also requires act.sub, so
+// only JWTs identity exchanged for the broker log in — not one identity issued to a service
+// acting on its own (no act), nor one exchanged by another service. Re-provisioning an
+// existing tenant adds the binding.
+func TestJWTLoginBoundToActor(t *testing.T) {
+	e := testEnv(t)
+	ctx := context.Background()
+	tenant := e.tenant(t) // provisioned without an actor binding
+	cfg := e.cfg
+	cfg.Actor = "svc:vaultbroker"
+	prov, err := vault.NewProvisioner(cfg, e.verified, e.provToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prov.Close)
+	res, err := prov.Provision(ctx, tenant)
+	if err != nil || !slices.Equal(res.Changes, []string{"jwt role"}) {
+		t.Fatalf("re-provision with an actor: %v, %v; want the role rewritten", res.Changes, err)
+	}
+	if res, err := prov.Provision(ctx, tenant); err != nil || len(res.Changes) != 0 {
+		t.Fatalf("second provision: %v, %v; want no changes", res.Changes, err)
+	}
+	anon := e.rawClient(t, "unused")
+	anon.ClearToken()
+	act := func(sub string) claimsOpt {
+		return func(b *jwt.Builder) { b.Claim("act", map[string]any{"sub": sub}) }
+	}
+	tests := []struct {
+		name string
+		opts []claimsOpt
+		ok   bool
+	}{
+		{"exchanged for the broker", []claimsOpt{act("svc:vaultbroker")}, true},
+		{"no actor (a service's own tenant token)", nil, false},
+		{"exchanged for another service", []claimsOpt{act("svc:connection")}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			token, err := e.signer.mint(tenant, tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := anon.Write(ctx, "auth/"+vault.JWTAuthMount+"/login", map[string]any{"role": vault.TenantRolePrefix + tenant, "jwt": token})
+			if tc.ok {
+				if err != nil || resp.Auth == nil || resp.Auth.ClientToken == "" {
+					t.Fatalf("login: %v", err)
+				}
+				return
+			}
+			if s := statusOf(err); s != http.StatusBadRequest && s != http.StatusForbidden {
+				t.Fatalf("login %s: %v, want 400/403 from vault", tc.name, err)
+			}
+		})
 	}
 }

@@ -279,10 +279,15 @@ func (p *Provisioner) ensurePolicy(ctx context.Context, l layout) (bool, error) 
 // distinct user-claim value, and sub varies per caller (every user, service account…), which
 // would grow Vault's entity store without bound; tid gives exactly one entity per tenant.
 func (c *Config) roleBody(l layout) map[string]any {
+	bound := map[string]any{"tid": l.tenant}
+	if c.Actor != "" {
+		// A JSON pointer: Vault's JWT auth reads the nested act.sub claim.
+		bound["/act/sub"] = c.Actor
+	}
 	return map[string]any{
 		"role_type":               "jwt",
 		"bound_audiences":         []string{c.Audience},
-		"bound_claims":            map[string]any{"tid": l.tenant},
+		"bound_claims":            bound,
 		"bound_claims_type":       "string",
 		"user_claim":              "tid",
 		"token_policies":          []string{l.policy},
@@ -307,10 +312,14 @@ func (p *Provisioner) ensureRole(ctx context.Context, l layout) (bool, error) {
 }
 
 func roleMatches(got, want map[string]any) bool {
-	claims := asMap(got["bound_claims"])
+	claims, wantClaims := asMap(got["bound_claims"]), want["bound_claims"].(map[string]any)
+	sameClaims := len(claims) == len(wantClaims)
+	for k, v := range wantClaims {
+		sameClaims = sameClaims && asString(claims[k]) == v
+	}
 	return asString(got["role_type"]) == want["role_type"] &&
 		slices.Equal(asStrings(got["bound_audiences"]), want["bound_audiences"].([]string)) &&
-		len(claims) == 1 && asString(claims["tid"]) == asMap(want["bound_claims"])["tid"] &&
+		sameClaims &&
 		asString(got["bound_claims_type"]) == want["bound_claims_type"] &&
 		asString(got["user_claim"]) == want["user_claim"] &&
 		slices.Equal(asStrings(got["token_policies"]), want["token_policies"].([]string)) &&
