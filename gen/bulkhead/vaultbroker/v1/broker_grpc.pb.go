@@ -43,6 +43,11 @@ const (
 // differs is refused with NOT_FOUND before Vault is asked. Callers are Bulkhead services only
 // (the service token header or a svc: principal), acting for a tenant; an end user's token can
 // never read a raw secret. Every access is audited (never the value).
+//
+// "credentials.read" below means: called through the connection or sync service;
+// "credentials.write": through the connection service; "vault.provision": by a platform
+// service acting as itself that holds vault.provision. Any other caller gets
+// PERMISSION_DENIED. Vault unreachable: UNAVAILABLE with retry info, nothing changed.
 type BrokerServiceClient interface {
 	// ProvisionTenant creates the tenant's Vault layout (namespace or mounts, transit key, policy,
 	// auth role). Idempotent: a second call is a no-op and completes a half-done earlier call.
@@ -73,7 +78,8 @@ type BrokerServiceClient interface {
 	// Errors: INVALID_ARGUMENT for ciphertext that is not the tenant's.
 	Decrypt(ctx context.Context, in *DecryptRequest, opts ...grpc.CallOption) (*DecryptResponse, error)
 	// RotateKey rotates the tenant's transit key; old ciphertexts still decrypt.
-	// Permission: vault.provision.
+	// Permission: credentials.write (a service acting for the tenant: rotating needs the
+	// tenant's own Vault identity, which the provisioning credential cannot reach).
 	RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error)
 }
 
@@ -188,6 +194,11 @@ func (c *brokerServiceClient) RotateKey(ctx context.Context, in *RotateKeyReques
 // differs is refused with NOT_FOUND before Vault is asked. Callers are Bulkhead services only
 // (the service token header or a svc: principal), acting for a tenant; an end user's token can
 // never read a raw secret. Every access is audited (never the value).
+//
+// "credentials.read" below means: called through the connection or sync service;
+// "credentials.write": through the connection service; "vault.provision": by a platform
+// service acting as itself that holds vault.provision. Any other caller gets
+// PERMISSION_DENIED. Vault unreachable: UNAVAILABLE with retry info, nothing changed.
 type BrokerServiceServer interface {
 	// ProvisionTenant creates the tenant's Vault layout (namespace or mounts, transit key, policy,
 	// auth role). Idempotent: a second call is a no-op and completes a half-done earlier call.
@@ -218,7 +229,8 @@ type BrokerServiceServer interface {
 	// Errors: INVALID_ARGUMENT for ciphertext that is not the tenant's.
 	Decrypt(context.Context, *DecryptRequest) (*DecryptResponse, error)
 	// RotateKey rotates the tenant's transit key; old ciphertexts still decrypt.
-	// Permission: vault.provision.
+	// Permission: credentials.write (a service acting for the tenant: rotating needs the
+	// tenant's own Vault identity, which the provisioning credential cannot reach).
 	RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error)
 	mustEmbedUnimplementedBrokerServiceServer()
 }
