@@ -109,6 +109,11 @@ type Running struct {
 // refused request never reached Vault.
 func (r *Running) VaultStats() VaultStats { return r.broker.Stats() }
 
+// ForgetVaultToken drops tenantID's cached Vault token and client, so the tenant's next
+// request logs in again (after a change to the tenant's Vault role or policy; benchmarks use
+// it to measure a cold tenant).
+func (r *Running) ForgetVaultToken(tenantID string) { r.broker.Forget(tenantID) }
+
 // IdentityStats returns the counters of the broker's calls to identity.
 func (r *Running) IdentityStats() IdentityStats { return r.idc.Stats() }
 

@@ -62,9 +62,9 @@ func TestAppendAndListWithinTenant(t *testing.T) {
 		t.Fatalf("tenant B sees %d events, want 1", len(got))
 	}
 	bad := event(a, "GetCredential")
-	bad.Subject = "nobody"
+	bad.ConnectionID = "sk_live_pasted_by_mistake"
 	if err := st.Append(ctx, bad); err == nil {
-		t.Fatal("an event with a malformed subject was stored")
+		t.Fatal("an event with a connection id that is not a UUID was stored")
 	}
 	if err := st.Append(ctx, audit.Event{TenantID: a}); !errors.Is(err, audit.ErrInvalid) {
 		t.Fatalf("incomplete event: %v, want ErrInvalid", err)

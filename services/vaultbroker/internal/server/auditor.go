@@ -261,16 +261,12 @@ func versionOf(req, resp any) int64 {
 	return 0
 }
 
-// sanitizeConnectionID keeps a connection id that fits the audit column (what protovalidate
-// admits); anything else is dropped rather than stored.
+// sanitizeConnectionID keeps a connection id only when it is a canonical UUID — the only
+// form the broker accepts — so that whatever else a caller sends in that field (a secret
+// pasted by mistake) never lands in the audit log.
 func sanitizeConnectionID(id string) string {
-	if len(id) > 64 {
+	if canonical(id) != id {
 		return ""
-	}
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return ""
-		}
 	}
 	return id
 }

@@ -147,6 +147,5 @@ func auditRows(t *testing.T, b *brokertest.Broker, tenantID string) []audit.Even
 
 func newID() string { return uuid.NewString() }
 
-
 // status returns err's gRPC code.
 func status(err error) codes.Code { return grpcstatus.Code(err) }
