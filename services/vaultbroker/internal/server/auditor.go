@@ -22,7 +22,7 @@ import (
 )
 
 // servicePrefix is the full-method prefix of the audited service.
-const servicePrefix = "/" + "bulkhead.vaultbroker.v1.BrokerService" + "/"
+var servicePrefix = "/" + brokerv1.BrokerService_ServiceDesc.ServiceName + "/"
 
 // releasesSecret are the methods whose response carries a secret value. For them the audit
 // row is committed before the value leaves: if it cannot be written the call fails with
@@ -115,8 +115,9 @@ func (a *Auditor) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		}
 		ev := a.event(ctx, info.FullMethod, c, err)
 		if ev.TenantID == "" {
-			// A tenant-less principal (provisioning) naming no valid tenant: refused before
-			// anything was touched, and there is no tenant to file it under.
+			// A tenant-less principal (a provisioning service) acts on the tenant its request
+			// names; file the event there. Naming no valid tenant, it touched nothing and
+			// there is nowhere to file it.
 			if t, ok := req.(interface{ GetTenantId() string }); ok {
 				ev.TenantID = canonical(t.GetTenantId())
 			}
