@@ -40,7 +40,7 @@ const Operator = "operator"
 // their scopes.
 var DefaultServices = map[string][]authz.Permission{
 	"connection":  {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite},
-	"vaultbroker": {authz.TenantsStatus, authz.VaultProvision},
+	"vaultbroker": {authz.TokensExchange, authz.TenantsStatus, authz.VaultProvision},
 	"sync":        {authz.TokensExchange, authz.TenantsStatus},
 }
 

@@ -69,6 +69,36 @@ func TestExchangeToken(t *testing.T) {
 		return vault.Verify(testCtx(t), resp.GetAccessToken())
 	}
 
+	broker := verifierFor(t, id, "bulkhead.vaultbroker")
+	exchangeFor := func(ctx context.Context, req *identityv1.ExchangeTokenRequest, v *authn.Verifier) (*claims.Claims, error) {
+		resp, err := c.tokens.ExchangeToken(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return v.Verify(testCtx(t), resp.GetAccessToken())
+	}
+	syncCtx := as(t, id.ServiceToken(t, "sync", launch.Audience))
+	issued := func(ctx context.Context, req *identityv1.ExchangeTokenRequest) string {
+		resp, err := c.tokens.ExchangeToken(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetAccessToken()
+	}
+	// Tokens the connection service obtained for itself, and one another service obtained.
+	connBackground := issued(conn, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, Audience: []string{"bulkhead.vaultbroker"}})
+	connForBob := issued(conn, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, UserId: bobID, Audience: []string{"bulkhead.vaultbroker"}})
+	syncBackground := issued(syncCtx, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, Audience: []string{"bulkhead.vaultbroker"}})
+
+	t.Run("another service's background token as subject", func(t *testing.T) {
+		got, err := exchange(conn, &identityv1.ExchangeTokenRequest{SubjectToken: syncBackground, Audience: []string{"bulkhead.vault"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.TenantID != tn.ID || got.Kind != claims.KindService || got.Subject != "sync" || got.Actor != "svc:connection" {
+			t.Fatalf("claims %+v", got)
+		}
+	})
 	t.Run("subject token", func(t *testing.T) {
 		got, err := exchange(conn, &identityv1.ExchangeTokenRequest{SubjectToken: userToken, Audience: []string{"bulkhead.vault", "bulkhead.vaultbroker"}})
 		if err != nil {
@@ -79,7 +109,7 @@ func TestExchangeToken(t *testing.T) {
 		}
 	})
 	t.Run("user of the tenant", func(t *testing.T) {
-		got, err := exchange(conn, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, UserId: bobID, Audience: []string{"bulkhead.vault"}})
+		got, err := exchangeFor(conn, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, UserId: bobID, Audience: []string{"bulkhead.vaultbroker"}}, broker)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,7 +119,7 @@ func TestExchangeToken(t *testing.T) {
 	})
 	t.Run("background work", func(t *testing.T) {
 		sync := as(t, id.ServiceToken(t, "sync", launch.Audience))
-		got, err := exchange(sync, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, Audience: []string{"bulkhead.vault"}})
+		got, err := exchangeFor(sync, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, Audience: []string{"bulkhead.vaultbroker"}}, broker)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,10 +137,14 @@ func TestExchangeToken(t *testing.T) {
 		want   codes.Code
 		reason string
 	}{
+		{"vault token without a subject token (user)", conn, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, UserId: bobID, Audience: []string{"bulkhead.vault"}}, codes.PermissionDenied, ""},
+		{"vault token without a subject token (background)", conn, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, Audience: []string{"bulkhead.vault"}}, codes.PermissionDenied, ""},
+		{"vault token from the caller's own background token", conn, &identityv1.ExchangeTokenRequest{SubjectToken: connBackground, Audience: []string{"bulkhead.vault"}}, codes.PermissionDenied, ""},
+		{"vault token from a token the caller exchanged itself", conn, &identityv1.ExchangeTokenRequest{SubjectToken: connForBob, Audience: []string{"bulkhead.vault"}}, codes.PermissionDenied, ""},
 		{"bad subject token", conn, &identityv1.ExchangeTokenRequest{SubjectToken: userToken + "x", Audience: []string{"bulkhead.vault"}}, codes.Unauthenticated, ""},
 		{"service's own token as subject", conn, &identityv1.ExchangeTokenRequest{SubjectToken: id.ServiceToken(t, "sync"), Audience: []string{"bulkhead.vault"}}, codes.Unauthenticated, ""},
-		{"not a member", conn, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, UserId: "7d1f3f52-5d3c-4f0e-9d7e-2f4b7b0a0c11", Audience: []string{"bulkhead.vault"}}, codes.NotFound, ""},
-		{"unknown tenant", conn, &identityv1.ExchangeTokenRequest{TenantId: "7d1f3f52-5d3c-4f0e-9d7e-2f4b7b0a0c11", Audience: []string{"bulkhead.vault"}}, codes.NotFound, ""},
+		{"not a member", conn, &identityv1.ExchangeTokenRequest{TenantId: tn.ID, UserId: "7d1f3f52-5d3c-4f0e-9d7e-2f4b7b0a0c11", Audience: []string{"bulkhead.vaultbroker"}}, codes.NotFound, ""},
+		{"unknown tenant", conn, &identityv1.ExchangeTokenRequest{TenantId: "7d1f3f52-5d3c-4f0e-9d7e-2f4b7b0a0c11", Audience: []string{"bulkhead.vaultbroker"}}, codes.NotFound, ""},
 		{"both subject token and tenant", conn, &identityv1.ExchangeTokenRequest{SubjectToken: userToken, TenantId: tn.ID, Audience: []string{"bulkhead.vault"}}, codes.InvalidArgument, ""},
 		{"no audience", conn, &identityv1.ExchangeTokenRequest{TenantId: tn.ID}, codes.InvalidArgument, ""},
 		{"service without tokens.exchange", as(t, id.ServiceToken(t, "vaultbroker", launch.Audience)), &identityv1.ExchangeTokenRequest{TenantId: tn.ID, Audience: []string{"bulkhead.vault"}}, codes.PermissionDenied, ""},
@@ -130,8 +164,8 @@ func TestExchangeToken(t *testing.T) {
 	}
 	for name, req := range map[string]*identityv1.ExchangeTokenRequest{
 		"subject token": {SubjectToken: userToken, Audience: []string{"bulkhead.vault"}},
-		"user":          {TenantId: tn.ID, UserId: bobID, Audience: []string{"bulkhead.vault"}},
-		"background":    {TenantId: tn.ID, Audience: []string{"bulkhead.vault"}},
+		"user":          {TenantId: tn.ID, UserId: bobID, Audience: []string{"bulkhead.vaultbroker"}},
+		"background":    {TenantId: tn.ID, Audience: []string{"bulkhead.vaultbroker"}},
 	} {
 		t.Run("suspended/"+name, func(t *testing.T) {
 			eventually(t, 5*time.Second, func() error {

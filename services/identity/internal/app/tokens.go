@@ -181,6 +181,14 @@ func (t *Tokens) Exchange(ctx context.Context, caller *claims.Claims, in Exchang
 		return nil, apierr.PermissionDenied("only Bulkhead services exchange tokens")
 	}
 	actor := caller.SubjectString()
+	// A token for Vault unlocks a tenant's secrets, so it is issued only against proof that a
+	// caller really presented that tenant's token (see forVault below). Without a subject
+	// token a service could mint one for any tenant, which would give it a standing credential
+	// reaching every tenant's Vault identity — exactly what the per-tenant roles exist to prevent.
+	forVault := slices.Contains(in.Audience, AudienceVault)
+	if forVault && in.SubjectToken == "" {
+		return nil, apierr.PermissionDenied("a token for Vault requires a subject token")
+	}
 	if in.SubjectToken != "" {
 		sub, err := t.subjects.Verify(ctx, in.SubjectToken)
 		if err != nil {
@@ -191,6 +199,12 @@ func (t *Tokens) Exchange(ctx context.Context, caller *claims.Claims, in Exchang
 		}
 		if sub.TenantID == "" {
 			return nil, apierr.Unauthenticated("invalid subject token").WithCause(errors.New("subject token has no tenant"))
+		}
+		// A token the caller obtained for itself (its own tenant background token, or one it
+		// exchanged before and so is the actor of) proves nothing about who called it: without
+		// this a service could launder a subject-less exchange into a Vault token.
+		if forVault && (sub.Actor == actor || (sub.Kind == claims.KindService && sub.Subject == caller.Subject)) {
+			return nil, apierr.PermissionDenied("a token for Vault requires a subject token the caller did not obtain itself")
 		}
 		return t.issue(ctx, token.Grant{
 			Kind: sub.Kind, Subject: sub.Subject, TenantID: sub.TenantID,

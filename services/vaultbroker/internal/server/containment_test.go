@@ -7,6 +7,7 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault-client-go"
+	"google.golang.org/grpc/codes"
 
 	identityv1 "github.com/bulkhead/bulkhead/gen/bulkhead/identity/v1"
 	"github.com/bulkhead/bulkhead/services/identity/identitytest"
@@ -14,10 +15,11 @@ import (
 )
 
 // TestBrokerCredentialAloneCannotLogIn plays an attacker holding the broker's platform
-// credential: it may ask identity for a tenant-scoped token with Vault's audience (identity
-// allows a service to act in any tenant on its own), but Vault's tenant role requires the
-// act.sub of a token exchanged *from a caller's token* for the broker, so the login fails.
-// The control: the same exchange with a real caller's token as subject logs in.
+// credential. Identity refuses it a Vault-audience token for a tenant unless it presents a
+// caller's token of that tenant that it did not obtain itself — both the direct request and
+// laundering a tenant token it minted for itself are refused. (Vault's role additionally binds
+// act.sub to the broker; internal/vault tests that layer on its own.) The control: the same
+// exchange with a real caller's token as subject logs in.
 func TestBrokerCredentialAloneCannotLogIn(t *testing.T) {
 	f := newFixture(t)
 	if f.b.Mode != "mount" {
@@ -29,9 +31,15 @@ func TestBrokerCredentialAloneCannotLogIn(t *testing.T) {
 	tokens := identityv1.NewTokenServiceClient(f.b.Identity.Conn(t))
 	vaultAud := []string{"bulkhead.vault"}
 
-	own, err := tokens.ExchangeToken(stolen, &identityv1.ExchangeTokenRequest{TenantId: f.a.ID, Audience: vaultAud})
+	if _, err := tokens.ExchangeToken(stolen, &identityv1.ExchangeTokenRequest{TenantId: f.a.ID, Audience: vaultAud}); status(err) != codes.PermissionDenied {
+		t.Fatalf("tenant-only exchange for Vault: %v, want PermissionDenied", err)
+	}
+	own, err := tokens.ExchangeToken(stolen, &identityv1.ExchangeTokenRequest{TenantId: f.a.ID, Audience: []string{"bulkhead.vaultbroker"}})
 	if err != nil {
-		t.Fatalf("identity refused the tenant-only exchange (%v); if identity now refuses Vault's audience without a subject token, this test can assert that instead", err)
+		t.Fatal(err)
+	}
+	if _, err := tokens.ExchangeToken(stolen, &identityv1.ExchangeTokenRequest{SubjectToken: own.GetAccessToken(), Audience: vaultAud}); status(err) != codes.PermissionDenied {
+		t.Fatalf("laundering the broker's own tenant token into a Vault token: %v, want PermissionDenied", err)
 	}
 	withSubject, err := tokens.ExchangeToken(stolen, &identityv1.ExchangeTokenRequest{SubjectToken: f.tokA, Audience: vaultAud})
 	if err != nil {
@@ -47,6 +55,7 @@ func TestBrokerCredentialAloneCannotLogIn(t *testing.T) {
 		_, err := client.Write(ctx, "auth/jwt-bulkhead/login", map[string]any{"role": "tenant-" + f.a.ID, "jwt": jwt})
 		return err
 	}
+	// A tenant token without Vault's audience does not log in either.
 	if err := login(own.GetAccessToken()); err == nil {
 		t.Fatal("Vault accepted a tenant JWT the broker's credential obtained on its own")
 	} else if re, ok := err.(*vaultapi.ResponseError); !ok || (re.StatusCode != http.StatusBadRequest && re.StatusCode != http.StatusForbidden) {
