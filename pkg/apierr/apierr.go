@@ -19,17 +19,17 @@ const Domain = "bulkhead.dev"
 
 // Reasons clients may branch on. They are part of the API: never rename one.
 const (
-	ReasonNotFound          = "NOT_FOUND"
-	ReasonInvalidArgument   = "INVALID_ARGUMENT"
-	ReasonAlreadyExists     = "ALREADY_EXISTS"
-	ReasonPermissionDenied  = "PERMISSION_DENIED"
-	ReasonUnauthenticated   = "UNAUTHENTICATED"
-	ReasonTenantSuspended   = "TENANT_SUSPENDED"
+	ReasonNotFound           = "NOT_FOUND"
+	ReasonInvalidArgument    = "INVALID_ARGUMENT"
+	ReasonAlreadyExists      = "ALREADY_EXISTS"
+	ReasonPermissionDenied   = "PERMISSION_DENIED"
+	ReasonUnauthenticated    = "UNAUTHENTICATED"
+	ReasonTenantSuspended    = "TENANT_SUSPENDED"
 	ReasonFailedPrecondition = "FAILED_PRECONDITION"
-	ReasonConflict          = "CONFLICT"
-	ReasonRateLimited       = "RATE_LIMITED"
-	ReasonUnavailable       = "UNAVAILABLE"
-	ReasonIdempotencyReuse  = "IDEMPOTENCY_KEY_REUSED"
+	ReasonConflict           = "CONFLICT"
+	ReasonRateLimited        = "RATE_LIMITED"
+	ReasonUnavailable        = "UNAVAILABLE"
+	ReasonIdempotencyReuse   = "IDEMPOTENCY_KEY_REUSED"
 )
 
 // Error is a domain error that knows its gRPC status. Message is shown to the caller: it must
