@@ -38,7 +38,7 @@ generate: tools ## Regenerate gen/ from proto/
 	@buf generate
 
 .PHONY: lint
-lint: tools ## buf lint + breaking, go vet, and fail on stale generated code
+lint: tools ## buf lint + breaking, go vet, gofmt, and fail on stale generated code
 	buf lint
 	@# Breaking changes are checked against the last commit on main (uncommitted proto edits are
 	@# compared with HEAD; a clean tree with HEAD~1). Nothing to compare on the first proto commit.
@@ -47,6 +47,8 @@ lint: tools ## buf lint + breaking, go vet, and fail on stale generated code
 		echo "buf breaking --against .git#ref=$$ref"; buf breaking --against ".git#ref=$$ref"; \
 	else echo "buf breaking: no earlier proto to compare with"; fi
 	@for m in $(MODULES); do echo "go vet ./$$m/..."; go vet ./$$m/...; done
+	@unformatted=$$(gofmt -l $(MODULES)); if [ -n "$$unformatted" ]; then \
+		echo "gofmt needed:" $$unformatted >&2; exit 1; fi
 	@$(MAKE) --no-print-directory proto-deps generate
 	@if [ -n "$$(git status --porcelain -- gen proto/third_party)" ]; then \
 		git status --porcelain -- gen proto/third_party; \
@@ -66,6 +68,5 @@ run: tools ## Run the whole suite on embedded defaults (own PostgreSQL unless BU
 	go run ./deploy/local $(RUNFLAGS)
 
 .PHONY: vault
-vault: ## Build the pinned HashiCorp Vault server into .cache/bin/vault (skipped when present)
-	@test -x $(BIN)/vault || { echo "building Vault v1.21.1 into $(BIN) (first time ≈12 min)"; \
-		GOWORK=off go -C tools/vaultserver build -ldflags='-s -w' -o $(BIN)/vault .; }
+vault: ## Find or build (once, into the user cache) the Vault server tests and `make run` use
+	@go run ./deploy/local -prepare

@@ -1,5 +1,6 @@
 // Command local runs the whole Bulkhead suite on one machine with embedded defaults: it starts
-// its own PostgreSQL (unless BULKHEAD_DATABASE_URL names a superuser URL of an existing server),
+// its own PostgreSQL (unless BULKHEAD_DATABASE_URL names a superuser URL of an existing server)
+// and its own Vault (unless VAULT_ADDR and VAULT_TOKEN are set),
 // creates one database and a pair of roles per service (an owner that migrates, an app role
 // that owns nothing and lacks BYPASSRLS), starts every service in-process on loopback, and
 // prints the addresses, the operator credential and a ready-to-paste grpcurl call.
@@ -24,7 +25,10 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/logging"
 	"github.com/bulkhead/bulkhead/pkg/pglocal"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
+	"github.com/bulkhead/bulkhead/pkg/authz"
+	"github.com/bulkhead/bulkhead/pkg/vaultlocal"
 	identity "github.com/bulkhead/bulkhead/services/identity/launch"
+	broker "github.com/bulkhead/bulkhead/services/vaultbroker/launch"
 )
 
 const envDatabaseURL = "BULKHEAD_DATABASE_URL"
@@ -40,6 +44,8 @@ type options struct {
 	dataDir      string
 	identityGRPC string
 	identityHTTP string
+	brokerGRPC   string
+	prepare      bool
 	logLevel     string
 }
 
@@ -48,6 +54,8 @@ func run() error {
 	flag.StringVar(&o.dataDir, "data", defaultDataDir(), "directory for the embedded PostgreSQL cluster (kept between runs)")
 	flag.StringVar(&o.identityGRPC, "identity-grpc", "127.0.0.1:7001", "identity gRPC listen address")
 	flag.StringVar(&o.identityHTTP, "identity-http", "127.0.0.1:7080", "identity HTTP (JWKS) listen address")
+	flag.StringVar(&o.brokerGRPC, "vaultbroker-grpc", "127.0.0.1:7003", "vault-broker gRPC listen address")
+	flag.BoolVar(&o.prepare, "prepare", false, "only find (or build once) the Vault server, print its path and exit")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
 
@@ -59,6 +67,15 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	if o.prepare {
+		path, err := vaultlocal.FindBinary(ctx, logger)
+		if err != nil {
+			return fmt.Errorf("vault: %w", err)
+		}
+		fmt.Println(path)
+		return nil
+	}
 
 	// Closers run in reverse order so a half-built suite tears itself down.
 	var closers []func()
@@ -82,6 +99,24 @@ func run() error {
 		logger.Info("embedded PostgreSQL started", "dir", o.dataDir, "port", srv.Port())
 	}
 
+	// Vault: VAULT_ADDR + VAULT_TOKEN when given, else a dev server (a vault or bao binary on
+	// PATH, or HashiCorp Vault built once from the Go module proxy into the user cache).
+	vlt, err := vaultlocal.Start(ctx, vaultlocal.Options{Logger: logger, AuditDir: filepath.Join(o.dataDir, "vault-audit")})
+	if err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	closers = append(closers, func() { _ = vlt.Stop() })
+
+	// Platform credentials: one per Bulkhead service and one operator, fresh each run.
+	operator, operatorSecret, err := identity.NewPlatformCredential(identity.KindOperator, "operator", authz.PlatformTenantsRead, authz.PlatformTenantsManage)
+	if err != nil {
+		return err
+	}
+	brokerCred, brokerSecret, err := identity.NewPlatformCredential(identity.KindService, "vaultbroker", authz.TokensExchange, authz.TenantsStatus)
+	if err != nil {
+		return err
+	}
+
 	idDB, err := serviceDatabase(ctx, superURL, "identity")
 	if err != nil {
 		return err
@@ -90,9 +125,9 @@ func run() error {
 	cfg.GRPCAddr, cfg.HTTPAddr = o.identityGRPC, o.identityHTTP
 	cfg.DatabaseURL, cfg.MigrateDatabaseURL = identity.Secret(idDB.app), identity.Secret(idDB.owner)
 	cfg.LogLevel = level
-	// Dev mode generates the key-encryption key and an operator credential (printed once). The
-	// data directory is kept between runs; with a fresh dev key identity rotates to a new
-	// signing key instead of failing to open the old one.
+	cfg.PlatformCredentials = []identity.PlatformCredential{operator, brokerCred}
+	// Dev mode generates the key-encryption key. The data directory is kept between runs; with
+	// a fresh dev key identity rotates to a new signing key instead of failing to open the old.
 	cfg.Dev = true
 	id, err := identity.Start(ctx, cfg, identity.Options{Logger: logger.With("service", "identity"), DevOutput: os.Stdout})
 	if err != nil {
@@ -100,9 +135,33 @@ func run() error {
 	}
 	closers = append(closers, func() { _ = id.Close() })
 
+	brDB, err := serviceDatabase(ctx, superURL, "vaultbroker")
+	if err != nil {
+		return err
+	}
+	bcfg := broker.DefaultConfig()
+	bcfg.GRPCAddr = o.brokerGRPC
+	bcfg.DatabaseURL, bcfg.MigrateDatabaseURL = broker.Secret(brDB.app), broker.Secret(brDB.owner)
+	bcfg.VaultAddr = vlt.Addr()
+	bcfg.IdentityAddr, bcfg.IdentityJWKSURL, bcfg.Issuer = id.GRPCAddr, id.JWKSURL, id.Issuer
+	bcfg.ClientID, bcfg.ClientSecret = brokerCred.ClientID, broker.Secret(brokerSecret)
+	bcfg.LogLevel = level
+	prov, err := broker.DevProvisionerToken(ctx, bcfg, vlt.RootToken())
+	if err != nil {
+		return fmt.Errorf("vault-broker: %w", err)
+	}
+	bcfg.ProvisionerToken = broker.Secret(prov)
+	br, err := broker.Start(ctx, bcfg, broker.Options{Logger: logger.With("service", "vaultbroker")})
+	if err != nil {
+		return fmt.Errorf("vault-broker: %w", err)
+	}
+	closers = append(closers, func() { _ = br.Close() })
+
 	fmt.Printf(`
 Bulkhead is running.
-  identity  gRPC %s   JWKS http://%s/.well-known/jwks.json
+  identity      gRPC %s   JWKS http://%s/.well-known/jwks.json
+  vault-broker  gRPC %s   (vault mode: %s; Vault %s)
+  operator      client_id=%s client_secret=%s   (shown once)
 
 Try it (grpcurl: 'make tools' puts it in .cache/bin):
   grpcurl -plaintext %s list
@@ -112,7 +171,8 @@ Try it (grpcurl: 'make tools' puts it in .cache/bin):
     %s bulkhead.identity.v1.TokenService/IssueToken
 
 Ctrl-C stops everything.
-`, id.GRPCAddr, id.HTTPAddr, id.GRPCAddr, id.GRPCAddr, id.GRPCAddr)
+`, id.GRPCAddr, id.HTTPAddr, br.GRPCAddr, br.Mode, vlt.Addr(), operator.ClientID, operatorSecret,
+		id.GRPCAddr, id.GRPCAddr, id.GRPCAddr)
 
 	select {
 	case <-ctx.Done():
@@ -120,6 +180,8 @@ Ctrl-C stops everything.
 		return nil
 	case <-id.Done():
 		return errors.Join(errors.New("identity stopped"), id.Wait())
+	case <-br.Done():
+		return errors.Join(errors.New("vault-broker stopped"), br.Wait())
 	}
 }
 
