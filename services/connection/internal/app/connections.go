@@ -1,0 +1,139 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/bulkhead/bulkhead/pkg/apierr"
+	"github.com/bulkhead/bulkhead/services/connection/internal/broker"
+	"github.com/bulkhead/bulkhead/services/connection/internal/store"
+)
+
+// revokeAttempts bounds the provider revocation calls made within one RevokeConnection; a
+// revocation still unconfirmed after them stays pending and is retried by the next call.
+const revokeAttempts = 3
+
+// GetConnection returns a connection the caller may see (admins: any of their tenant).
+func (a *App) GetConnection(ctx context.Context, id string) (store.Connection, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return store.Connection{}, err
+	}
+	conn, err := a.store.GetConnection(ctx, readActor(c), id)
+	return conn, storeError(err, "connection")
+}
+
+// ListConnections lists the connections the caller may see, newest first.
+func (a *App) ListConnections(ctx context.Context, f store.Filter, pageSize int, pageToken string) ([]store.Connection, string, error) {
+	c, err := caller(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	after, err := DecodePageToken(pageToken)
+	if err != nil {
+		return nil, "", err
+	}
+	conns, next, err := a.store.ListConnections(ctx, readActor(c), f, store.Page{Size: pageSize, After: after})
+	if err != nil {
+		return nil, "", err
+	}
+	return conns, EncodePageToken(next), nil
+}
+
+// manage locks a connection the caller may manage and runs fn with it.
+func (a *App) manage(ctx context.Context, id string, fn func(ctx context.Context, l store.Locked) error) error {
+	c, err := caller(ctx)
+	if err != nil {
+		return err
+	}
+	err = a.store.WithLockedConnection(ctx, readActor(c), id, func(ctx context.Context, l store.Locked) error {
+		if !canManage(c, l.Connection()) {
+			return apierr.PermissionDenied("only the connection's owner or a connection admin may change it")
+		}
+		return fn(ctx, l)
+	})
+	return storeError(err, "connection")
+}
+
+// SetConnectionEnabled disables or re-enables a connection.
+func (a *App) SetConnectionEnabled(ctx context.Context, id string, enabled bool) (store.Connection, error) {
+	var out store.Connection
+	err := a.manage(ctx, id, func(ctx context.Context, l store.Locked) error {
+		var err error
+		out, err = l.SetEnabled(ctx, enabled, a.now())
+		return err
+	})
+	return out, err
+}
+
+// RevokeConnection revokes a connection: no one can use it from the moment it commits. The
+// provider's revocation endpoint, when the catalog has one, is called with the stored token
+// (up to revokeAttempts times); once the provider confirms — or when it cannot revoke — the
+// credential is deleted from the vault-broker. While the provider has not confirmed, the
+// connection stays revoked with revocation_state pending and the credential is kept (unusable:
+// nothing hands out a revoked connection's credential) so the next RevokeConnection can retry.
+// Idempotent.
+func (a *App) RevokeConnection(ctx context.Context, id string) (store.Connection, error) {
+	var out store.Connection
+	err := a.manage(ctx, id, func(ctx context.Context, l store.Locked) error {
+		conn := l.Connection()
+		if conn.Status == store.StatusRevoked && conn.RevocationState != store.RevocationPending {
+			out = conn
+			return nil
+		}
+		state, err := a.revokeAtProvider(ctx, conn)
+		if err != nil {
+			return err
+		}
+		next := time.Time{}
+		if state == store.RevocationPending {
+			next = a.now().Add(time.Duration(conn.RevocationAttempts+1) * time.Minute)
+		}
+		if out, err = l.Revoke(ctx, state, next, a.now()); err != nil {
+			return err
+		}
+		if state == store.RevocationPending {
+			return nil
+		}
+		// The row update commits only if the credential is gone: a failed delete leaves the
+		// connection as it was, to be revoked again.
+		return a.creds.Delete(ctx, conn.TenantID, conn.ID)
+	})
+	return out, err
+}
+
+// revokeAtProvider revokes conn's tokens at the provider and says how it went.
+func (a *App) revokeAtProvider(ctx context.Context, conn store.Connection) (store.RevocationState, error) {
+	p, ok := a.catalog.Get(conn.Integration)
+	if !ok || p.OAuth2 == nil || p.OAuth2.RevocationURL == "" {
+		return store.RevocationNotSupported, nil
+	}
+	cred, err := a.creds.Get(ctx, conn.TenantID, conn.ID, 0)
+	if errors.Is(err, broker.ErrNotFound) {
+		return store.RevocationNotSupported, nil // nothing left to revoke
+	}
+	if err != nil {
+		return "", err
+	}
+	e, err := p.Resolve(conn.Fields)
+	if err != nil {
+		return "", err
+	}
+	app, err := a.oauthApp(ctx, conn.TenantID, p.Key)
+	if err != nil && !apierr.Is(err, ReasonOAuthAppMissing) {
+		return "", err
+	}
+	for attempt := range revokeAttempts {
+		err = a.revoke(ctx, p, e.RevocationURL, app, cred.Data)
+		if err == nil {
+			return store.RevocationConfirmed, nil
+		}
+		a.log.WarnContext(ctx, "provider revocation failed", "integration", p.Key, "connection_id", conn.ID,
+			"attempt", attempt+1, "error", err.Error())
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return store.RevocationPending, nil
+}
