@@ -22,10 +22,10 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/bulkhead/bulkhead/pkg/authz"
 	"github.com/bulkhead/bulkhead/pkg/logging"
 	"github.com/bulkhead/bulkhead/pkg/pglocal"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
-	"github.com/bulkhead/bulkhead/pkg/authz"
 	"github.com/bulkhead/bulkhead/pkg/vaultlocal"
 	identity "github.com/bulkhead/bulkhead/services/identity/launch"
 	broker "github.com/bulkhead/bulkhead/services/vaultbroker/launch"
