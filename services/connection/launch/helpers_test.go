@@ -2,6 +2,7 @@ package launch_test
 
 import (
 	"context"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/bulkhead/bulkhead/pkg/providertest"
 	"github.com/bulkhead/bulkhead/pkg/testenv"
 	"github.com/bulkhead/bulkhead/services/identity/identitytest"
 )
@@ -32,6 +34,8 @@ func as(t *testing.T, token string) context.Context {
 func viaService(t *testing.T, token, serviceToken string) context.Context {
 	return identitytest.WithServiceToken(as(t, token), serviceToken)
 }
+
+func statusCode(err error) codes.Code { return status.Code(err) }
 
 func wantCode(t *testing.T, err error, want codes.Code) {
 	t.Helper()
@@ -70,4 +74,17 @@ func (c *clock) advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.offset += d
+}
+
+// providerStatus calls the provider API with an access token and returns the status.
+func providerStatus(t *testing.T, p *providertest.Provider, token string) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodGet, p.URL+providertest.PathMe, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

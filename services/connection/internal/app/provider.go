@@ -157,9 +157,17 @@ func tokenData(p *catalog.Provider, tok *oauth2.Token, prev map[string]string, c
 		data[credRefreshToken] = prev[credRefreshToken]
 	}
 	var access, refresh time.Time
+	// x/oauth2 keeps expires_in on the token for the code and refresh grants; its client
+	// credentials source keeps only Expiry (computed with the wall clock) and the raw response.
+	secs := tok.ExpiresIn
+	if secs <= 0 {
+		secs = extraSeconds(tok, "expires_in")
+	}
 	switch {
-	case tok.ExpiresIn > 0:
-		access = now.Add(time.Duration(tok.ExpiresIn) * time.Second)
+	case secs > 0:
+		access = now.Add(time.Duration(secs) * time.Second)
+	case !tok.Expiry.IsZero():
+		access = now.Add(time.Until(tok.Expiry))
 	case p.OAuth2 != nil && p.OAuth2.AccessTokenExpires && p.OAuth2.AssumedAccessTokenLifetime > 0:
 		access = now.Add(p.OAuth2.AssumedAccessTokenLifetime)
 	}
