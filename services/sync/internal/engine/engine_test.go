@@ -107,7 +107,9 @@ func (e *env) connect(t *testing.T, tenant pgtenant.Scope) (connectionID, accoun
 // quickRetry retries failed attempts after 50ms, so tests do not wait River's backoff.
 type quickRetry struct{}
 
-func (quickRetry) NextRetry(*rivertype.JobRow) time.Time { return time.Now().Add(50 * time.Millisecond) }
+func (quickRetry) NextRetry(*rivertype.JobRow) time.Time {
+	return time.Now().Add(50 * time.Millisecond)
+}
 
 // signals collects an engine's hooks.
 type signals struct {
