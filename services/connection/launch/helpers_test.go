@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/bulkhead/bulkhead/pkg/providertest"
@@ -87,4 +88,8 @@ func providerStatus(t *testing.T, p *providertest.Provider, token string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+func withMD(ctx context.Context, k, v string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, k, v)
 }
