@@ -5,11 +5,13 @@ go 1.26.0
 replace (
 	github.com/bulkhead/bulkhead/gen => ../../gen
 	github.com/bulkhead/bulkhead/pkg => ../../pkg
+	github.com/bulkhead/bulkhead/services/identity => ../identity
 )
 
 require (
 	github.com/bulkhead/bulkhead/gen v0.0.0-00010101000000-000000000000
 	github.com/bulkhead/bulkhead/pkg v0.0.0-00010101000000-000000000000
+	github.com/bulkhead/bulkhead/services/identity v0.0.0-00010101000000-000000000000
 )
 
 require (
@@ -29,8 +31,13 @@ require (
 	github.com/tidwall/pretty v1.2.1 // indirect
 	github.com/tidwall/sjson v1.2.5 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
+	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261005182115-fad411399dd8 // indirect
+	google.golang.org/grpc v1.85.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 )

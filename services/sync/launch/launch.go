@@ -1,0 +1,287 @@
+// Package launch builds and runs the sync service in-process: the gRPC server with Bulkhead's
+// interceptor chain, the sync engine on River, and the change listener behind WatchChanges.
+// Tests and launchers start it on a 127.0.0.1:0 address.
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	syncv1 "github.com/bulkhead/bulkhead/gen/bulkhead/sync/v1"
+	"github.com/bulkhead/bulkhead/pkg/authn"
+	"github.com/bulkhead/bulkhead/pkg/grpcserver"
+	"github.com/bulkhead/bulkhead/pkg/logging"
+	"github.com/bulkhead/bulkhead/pkg/ratelimit"
+	"github.com/bulkhead/bulkhead/services/sync/internal/definition"
+	"github.com/bulkhead/bulkhead/services/sync/internal/engine"
+	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
+	"github.com/bulkhead/bulkhead/services/sync/internal/identity"
+	"github.com/bulkhead/bulkhead/services/sync/internal/server"
+	"github.com/bulkhead/bulkhead/services/sync/migrations"
+)
+
+// Audience is the sync service's audience: tokens for its RPCs must carry it.
+const Audience = "bulkhead.sync"
+
+// Secret is a configuration value that never prints.
+type Secret string
+
+// String hides the value.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// Reveal returns the value.
+func (s Secret) Reveal() string { return string(s) }
+
+// Config is the service's configuration.
+type Config struct {
+	// GRPCAddr is where the API listens.
+	GRPCAddr string
+	// DatabaseURL connects as the app role (sync_app); MigrateDatabaseURL, if set, as the owner
+	// role, to migrate at start-up (River's tables included).
+	DatabaseURL        Secret
+	MigrateDatabaseURL Secret
+	// AppRole is granted DML by the migrations; default sync_app.
+	AppRole string
+	// Identity: gRPC address, JWKS URL, issuer, and the service's platform credential.
+	IdentityAddr    string
+	IdentityJWKSURL string
+	Issuer          string
+	ClientID        string
+	ClientSecret    Secret
+	TenantStatusTTL time.Duration
+	// RateLimit and RateBurst limit API calls per tenant.
+	RateLimit float64
+	RateBurst int
+	// BaseURLs gives base URLs to integrations whose definition has none (test providers).
+	BaseURLs map[string]string
+	// MaxWorkers and TenantConcurrency size the engine (see engine.Config).
+	MaxWorkers        int
+	TenantConcurrency int
+	// WatchKeepAlive is how often an idle WatchChanges stream gets a keep-alive [15s].
+	WatchKeepAlive time.Duration
+}
+
+// DefaultConfig returns the defaults; set at least the database and identity settings.
+func DefaultConfig() Config {
+	return Config{
+		GRPCAddr: "127.0.0.1:8093", AppRole: "sync_app", Issuer: "bulkhead-identity", ClientID: "sync",
+		TenantStatusTTL: authn.DefaultTenantStatusTTL, RateLimit: 50, RateBurst: 100,
+	}
+}
+
+// Validate reports missing settings.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("DatabaseURL is required"))
+	}
+	if c.IdentityAddr == "" || c.IdentityJWKSURL == "" || c.Issuer == "" {
+		errs = append(errs, errors.New("IdentityAddr, IdentityJWKSURL and Issuer are required"))
+	}
+	if c.ClientID == "" || c.ClientSecret == "" {
+		errs = append(errs, errors.New("ClientID and ClientSecret (the service's platform credential) are required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Options are the process-level pieces Start does not read from Config.
+type Options struct {
+	Logger *slog.Logger
+	// Tokens supplies connection credentials. Required until the connection service's
+	// GetAccessToken is wired in.
+	Tokens engine.AccessTokens
+	// Fetch tunes outbound calls (nil: fetch's defaults).
+	Fetch *fetch.Config
+	// Engine, if set, may adjust the engine's configuration (tests: retry policy, hooks).
+	Engine func(*engine.Config)
+}
+
+// Running is a started service.
+type Running struct {
+	// GRPCAddr is the address actually listened on.
+	GRPCAddr string
+	// Engine is the sync engine (tests drive and observe it).
+	Engine *engine.Engine
+
+	cancel  context.CancelFunc
+	done    chan struct{}
+	err     error
+	closers []func()
+	once    sync.Once
+}
+
+// Start builds the service and serves until ctx ends or Close is called.
+func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("launch: invalid configuration: %w", err)
+	}
+	if opts.Tokens == nil {
+		return nil, errors.New("launch: Options.Tokens is required")
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = slog.New(logging.NewHandler(logger.Handler()))
+	r := &Running{done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			r.closeAll()
+		}
+	}()
+	if cfg.MigrateDatabaseURL != "" {
+		if err := migrations.Apply(ctx, cfg.MigrateDatabaseURL.Reveal(), cfg.AppRole, logger); err != nil {
+			return nil, fmt.Errorf("launch: migrate: %w", err)
+		}
+	}
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("launch: database: %w", err)
+	}
+	r.closers = append(r.closers, pool.Close)
+	if err := pool.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("launch: database: %w", err)
+	}
+
+	conn, err := grpc.NewClient(cfg.IdentityAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("launch: identity at %s: %w", cfg.IdentityAddr, err)
+	}
+	r.closers = append(r.closers, func() { _ = conn.Close() })
+	idc, err := identity.New(identity.Config{Conn: conn, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret.Reveal()})
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	tenants, err := authn.NewCachedTenantStatus(idc, authn.CachedTenantStatusConfig{TTL: cfg.TenantStatusTTL})
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	keys, err := authn.NewRemoteKeys(ctx, authn.RemoteKeysConfig{URL: cfg.IdentityJWKSURL})
+	if err != nil {
+		return nil, fmt.Errorf("launch: identity keys: %w", err)
+	}
+	r.closers = append(r.closers, func() { _ = keys.Close(context.Background()) })
+	verifier, err := authn.NewVerifier(authn.VerifierConfig{
+		Issuer: cfg.Issuer, Audience: Audience, Keys: keys, Tenants: tenants, TenantStatusTTL: cfg.TenantStatusTTL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+
+	defs, err := definition.Load()
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	var fcfg fetch.Config
+	if opts.Fetch != nil {
+		fcfg = *opts.Fetch
+	}
+	fetcher, err := fetch.New(fcfg)
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	ecfg := engine.Config{
+		Pool: pool, Definitions: defs, Fetcher: fetcher, Tokens: opts.Tokens, BaseURLs: cfg.BaseURLs,
+		Tenants: tenants, Logger: logger, MaxWorkers: cfg.MaxWorkers, TenantConcurrency: cfg.TenantConcurrency,
+	}
+	if opts.Engine != nil {
+		opts.Engine(&ecfg)
+	}
+	eng, err := engine.New(ecfg)
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	r.Engine = eng
+
+	limiter, err := ratelimit.New(ratelimit.Config{Rate: rate.Limit(cfg.RateLimit), Burst: cfg.RateBurst})
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	gs, err := grpcserver.New(grpcserver.Config{Logger: logger, Verifier: verifier, Policy: server.Policy(), RateLimiter: limiter})
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	hub := server.NewHub(pool, logger)
+	syncv1.RegisterSyncServiceServer(gs, server.NewSyncs(eng, hub, cfg.WatchKeepAlive))
+
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("launch: listen %s: %w", cfg.GRPCAddr, err)
+	}
+	r.GRPCAddr = lis.Addr().String()
+	if err := eng.Start(ctx); err != nil {
+		_ = lis.Close()
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	// Stopped before the pool closes (closers run last first): runs get their soft-stop time
+	// and are left resumable.
+	r.closers = append(r.closers, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := eng.Stop(sctx); err != nil {
+			logger.Error("stopping the sync engine", "error", err)
+		}
+	})
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.cancel = cancel
+	hubDone := make(chan struct{})
+	go func() { hub.Run(runCtx); close(hubDone) }()
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Run(runCtx, lis) }()
+	go func() {
+		select {
+		case <-ctx.Done():
+			cancel()
+		case <-runCtx.Done():
+		}
+	}()
+	go func() {
+		err := <-errc
+		cancel()
+		<-hubDone
+		r.closeAll()
+		r.err = err
+		close(r.done)
+	}()
+	logger.InfoContext(ctx, "sync started", "grpc_addr", r.GRPCAddr)
+	return r, nil
+}
+
+// Wait blocks until the service has stopped and returns why (nil after a requested shutdown).
+func (r *Running) Wait() error {
+	<-r.done
+	return r.err
+}
+
+// Close stops the service gracefully and waits for it.
+func (r *Running) Close() error {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	return r.Wait()
+}
+
+func (r *Running) closeAll() {
+	r.once.Do(func() {
+		for i := len(r.closers) - 1; i >= 0; i-- {
+			r.closers[i]()
+		}
+	})
+}
