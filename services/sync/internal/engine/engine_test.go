@@ -72,6 +72,8 @@ type env struct {
 	p      *providertest.Provider
 	tokens *providerTokens
 	defs   *definition.Set
+	// breakerFailures overrides fetch's breaker threshold (0: the test default).
+	breakerFailures uint32
 }
 
 func newEnv(t *testing.T, opts providertest.Options) *env {
@@ -124,7 +126,7 @@ type finished struct {
 // engine starts an engine (its own pool: a separate worker) and stops it when the test ends.
 func (e *env) engine(t *testing.T, mod func(*engine.Config)) (*engine.Engine, *signals) {
 	t.Helper()
-	f, err := fetch.New(fetch.Config{Backoff: 10 * time.Millisecond, MaxInlineWait: 3 * time.Second, Rate: 1000, Burst: 1000})
+	f, err := fetch.New(fetch.Config{Backoff: 10 * time.Millisecond, MaxInlineWait: 3 * time.Second, Rate: 1000, Burst: 1000, BreakerFailures: e.breakerFailures})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +172,24 @@ func (s *signals) waitRun(t *testing.T, syncID string, run int64) {
 			}
 		case <-timeout:
 			t.Fatalf("run %d of sync %s did not finish", run, syncID)
+		}
+	}
+}
+
+// waitAll waits for a run of each of syncIDs to finish.
+func (s *signals) waitAll(t *testing.T, syncIDs ...string) {
+	t.Helper()
+	left := map[string]bool{}
+	for _, id := range syncIDs {
+		left[id] = true
+	}
+	timeout := time.After(time.Minute)
+	for len(left) > 0 {
+		select {
+		case f := <-s.finished:
+			delete(left, f.sync)
+		case <-timeout:
+			t.Fatalf("syncs %v did not finish a run", slices.Collect(maps.Keys(left)))
 		}
 	}
 }
@@ -559,4 +579,87 @@ func TestPauseStopsTheRunAndResumeContinuesIt(t *testing.T) {
 	if st := getSync(t, en.DB(), tenant, s); st.Last.Pages != 5 || st.Last.Added != 25 {
 		t.Fatalf("resumed run = %+v", st.Last)
 	}
+}
+
+// TestFailedAttemptResumesOnRetry: more 5xx than one attempt absorbs fail the attempt (the
+// error is recorded); River retries the job, and the run resumes after its committed pages.
+func TestFailedAttemptResumesOnRetry(t *testing.T) {
+	e := newEnv(t, providertest.Options{API: providertest.APIOptions{MaxPageSize: 10}})
+	e.breakerFailures = 20 // this test is about River's retry, not the breaker
+	tenant := testenv.NewTenant()
+	conn, account := e.connect(t, tenant)
+	var once sync.Once
+	en, sig := e.engine(t, func(c *engine.Config) {
+		c.Hooks.PageCommitted = func(_ context.Context, _, _ string, _, page int64) {
+			if page == 1 {
+				// fetch tries 4 times per call: the second page fails a whole attempt.
+				once.Do(func() { e.p.FailNextAPIRequests(account, 5, 503) })
+			}
+		}
+	})
+	s, err := en.StartSync(testCtx(t), tenant, engine.StartSpec{ConnectionID: conn, Integration: "providertest", Model: "records"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig.waitRun(t, s.ID, 1)
+	assertSameRecords(t, current(t, en.DB(), tenant, s), providerRecords(t, e.p, account))
+	st := getSync(t, en.DB(), tenant, s)
+	if st.Last.Number != 1 || st.Last.Pages != 3 || st.Last.Added != 25 || st.LastError != "" {
+		t.Fatalf("run = %+v, last error %q", st.Last, st.LastError)
+	}
+	var firstPage int
+	for _, r := range e.p.APIRequests() {
+		if q, _ := url.ParseQuery(r.RawQuery); q.Get("cursor") == "" {
+			firstPage++
+		}
+	}
+	if firstPage != 1 {
+		t.Fatalf("the first page was fetched %d times, want once (the retry resumed)", firstPage)
+	}
+}
+
+// TestTenantConcurrencyCap: with two workers and a cap of one run per tenant, tenant A's
+// runs cannot take both workers: B's run finishes while A's first run is held mid-way.
+func TestTenantConcurrencyCap(t *testing.T) {
+	e := newEnv(t, providertest.Options{API: providertest.APIOptions{MaxPageSize: 10}})
+	a, b := testenv.TwoTenants()
+	release := make(chan struct{})
+	var holding atomic.Int32
+	en, sig := e.engine(t, func(c *engine.Config) {
+		c.MaxWorkers, c.TenantConcurrency = 2, 1
+		c.Hooks.PageCommitted = func(ctx context.Context, tenantID, _ string, _, _ int64) {
+			if tenantID == a.TenantID {
+				holding.Add(1)
+				select { // hold every page of A until B is done
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+		}
+	})
+	var aSyncs []*store.Sync
+	for range 3 {
+		conn, _ := e.connect(t, a)
+		s, err := en.StartSync(testCtx(t), a, engine.StartSpec{ConnectionID: conn, Integration: "providertest", Model: "records"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		aSyncs = append(aSyncs, s)
+	}
+	connB, accountB := e.connect(t, b)
+	sB, err := en.StartSync(testCtx(t), b, engine.StartSpec{ConnectionID: connB, Integration: "providertest", Model: "records"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig.waitRun(t, sB.ID, 1)
+	if n := holding.Load(); n > 1 {
+		t.Fatalf("tenant A held %d runs at once with a cap of 1", n)
+	}
+	assertSameRecords(t, current(t, en.DB(), b, sB), providerRecords(t, e.p, accountB))
+	close(release)
+	var ids []string
+	for _, s := range aSyncs {
+		ids = append(ids, s.ID)
+	}
+	sig.waitAll(t, ids...)
 }
