@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"sync"
 	"time"
@@ -21,12 +22,14 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/authn"
 	"github.com/bulkhead/bulkhead/pkg/grpcserver"
 	"github.com/bulkhead/bulkhead/pkg/logging"
+	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/pkg/ratelimit"
 	"github.com/bulkhead/bulkhead/services/sync/internal/definition"
 	"github.com/bulkhead/bulkhead/services/sync/internal/engine"
 	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
 	"github.com/bulkhead/bulkhead/services/sync/internal/identity"
 	"github.com/bulkhead/bulkhead/services/sync/internal/server"
+	"github.com/bulkhead/bulkhead/services/sync/internal/webhook"
 	"github.com/bulkhead/bulkhead/services/sync/migrations"
 )
 
@@ -109,6 +112,9 @@ type Options struct {
 	Fetch *fetch.Config
 	// Engine, if set, may adjust the engine's configuration (tests: retry policy, hooks).
 	Engine func(*engine.Config)
+	// Webhooks, if set, may adjust the webhook dispatcher's configuration (tests: loopback
+	// receivers with their own certificate, short retries).
+	Webhooks func(*webhook.Config)
 }
 
 // Running is a started service.
@@ -195,9 +201,18 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
+	wcfg := webhook.Config{DB: pgtenant.New(pool), Logger: logger}
+	if opts.Webhooks != nil {
+		opts.Webhooks(&wcfg)
+	}
+	hooks, err := webhook.New(wcfg)
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
 	ecfg := engine.Config{
 		Pool: pool, Definitions: defs, Fetcher: fetcher, Tokens: opts.Tokens, BaseURLs: cfg.BaseURLs,
 		Tenants: tenants, Logger: logger, MaxWorkers: cfg.MaxWorkers, TenantConcurrency: cfg.TenantConcurrency,
+		Webhooks: hooks,
 	}
 	if opts.Engine != nil {
 		opts.Engine(&ecfg)
@@ -212,12 +227,15 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
-	gs, err := grpcserver.New(grpcserver.Config{Logger: logger, Verifier: verifier, Policy: server.Policy(), RateLimiter: limiter})
+	policy := server.Policy()
+	maps.Copy(policy, server.WebhookPolicy())
+	gs, err := grpcserver.New(grpcserver.Config{Logger: logger, Verifier: verifier, Policy: policy, RateLimiter: limiter})
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	hub := server.NewHub(pool, logger)
 	syncv1.RegisterSyncServiceServer(gs, server.NewSyncs(eng, hub, cfg.WatchKeepAlive))
+	syncv1.RegisterWebhookServiceServer(gs, server.NewWebhooks(hooks, eng))
 
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)

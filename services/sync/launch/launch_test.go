@@ -62,12 +62,13 @@ type harness struct {
 	id       *identitytest.Identity
 	svc      *launch.Running
 	client   syncv1.SyncServiceClient
+	conn     *grpc.ClientConn
 	p        *providertest.Provider
 	tokens   *providerTokens
 	finished chan string // sync ids whose run finished
 }
 
-func start(t *testing.T) *harness {
+func start(t *testing.T, mods ...func(*launch.Options)) *harness {
 	t.Helper()
 	h := &harness{
 		id:       identitytest.Start(t, identitytest.Options{}),
@@ -87,13 +88,17 @@ func start(t *testing.T) *harness {
 	cfg.RateLimit, cfg.RateBurst = 1e6, 1e6
 	cfg.BaseURLs = map[string]string{"providertest": h.p.URL}
 	cfg.WatchKeepAlive = 200 * time.Millisecond
-	svc, err := launch.Start(testCtx(t), cfg, launch.Options{
+	opts := launch.Options{
 		Tokens: h.tokens,
 		Engine: func(c *engine.Config) {
 			c.FetchPollInterval = 50 * time.Millisecond
 			c.Hooks.RunFinished = func(_, syncID string, _ int64) { h.finished <- syncID }
 		},
-	})
+	}
+	for _, mod := range mods {
+		mod(&opts)
+	}
+	svc, err := launch.Start(testCtx(t), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +113,7 @@ func start(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	h.client = syncv1.NewSyncServiceClient(conn)
+	h.client, h.conn = syncv1.NewSyncServiceClient(conn), conn
 	return h
 }
 

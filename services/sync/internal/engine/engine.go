@@ -36,6 +36,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/services/sync/internal/definition"
 	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
+	"github.com/bulkhead/bulkhead/services/sync/internal/webhook"
 )
 
 // Queue is the River queue sync runs are worked from.
@@ -100,6 +101,10 @@ type Config struct {
 	// them [10s]; cancelled runs are made available again at once and resume from their last
 	// committed page.
 	SoftStopTimeout time.Duration
+	// Webhooks, if set, receives sync events into its outbox (in the transactions that cause
+	// them) and works its deliveries on River's Queue webhook.Queue with WebhookWorkers [10].
+	Webhooks       *webhook.Dispatcher
+	WebhookWorkers int
 	// Hooks are test signals; nil fields are skipped.
 	Hooks Hooks
 }
@@ -156,6 +161,9 @@ func (c *Config) defaults() error {
 	}
 	if c.SoftStopTimeout <= 0 {
 		c.SoftStopTimeout = 10 * time.Second
+	}
+	if c.WebhookWorkers <= 0 {
+		c.WebhookWorkers = 10
 	}
 	return nil
 }
@@ -222,8 +230,15 @@ func New(cfg Config) (*Engine, error) {
 	if err := river.AddWorkerSafely(workers, &reconcileWorker{e: e}); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
+	queues := map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.MaxWorkers}}
+	if cfg.Webhooks != nil {
+		if err := river.AddWorkerSafely(workers, cfg.Webhooks.Worker()); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		queues[webhook.Queue] = river.QueueConfig{MaxWorkers: cfg.WebhookWorkers}
+	}
 	rc, err := river.NewClient(riverpgxv5.New(cfg.Pool), &river.Config{
-		Queues:               map[string]river.QueueConfig{Queue: {MaxWorkers: cfg.MaxWorkers}},
+		Queues:               queues,
 		Workers:              workers,
 		Logger:               cfg.Logger,
 		FetchCooldown:        cfg.FetchCooldown,
@@ -269,6 +284,43 @@ func (e *Engine) Stop(ctx context.Context) error {
 // what was committed stays, the page in flight is lost. For tests and emergencies.
 func (e *Engine) Kill(ctx context.Context) error {
 	return e.river.StopAndCancel(ctx)
+}
+
+// emit writes a webhook event in tx when webhooks are configured.
+func (e *Engine) emit(ctx context.Context, tx pgx.Tx, tenantID, kind string, data any) error {
+	if e.cfg.Webhooks == nil {
+		return nil
+	}
+	_, err := e.cfg.Webhooks.Emit(ctx, tx, e.river, tenantID, webhook.Event{Kind: kind, Data: data})
+	return err
+}
+
+// RunEvent is the data of sync.completed and sync.failed events.
+type RunEvent struct {
+	SyncID       string `json:"sync_id"`
+	ConnectionID string `json:"connection_id"`
+	Integration  string `json:"integration"`
+	Model        string `json:"model"`
+	Run          int64  `json:"run"`
+	Full         bool   `json:"full"`
+	Added        int64  `json:"added"`
+	Updated      int64  `json:"updated"`
+	Deleted      int64  `json:"deleted"`
+	Pages        int64  `json:"pages"`
+	Error        string `json:"error,omitempty"`
+}
+
+// ChangeEvent is the data of records.changed: counts, and the feed cursor just after the
+// changes (pass it to ListRecords or WatchChanges).
+type ChangeEvent struct {
+	SyncID       string `json:"sync_id"`
+	ConnectionID string `json:"connection_id"`
+	Model        string `json:"model"`
+	Run          int64  `json:"run"`
+	Added        int64  `json:"added"`
+	Updated      int64  `json:"updated"`
+	Deleted      int64  `json:"deleted"`
+	Cursor       string `json:"cursor"`
 }
 
 // River exposes the River client (for tests and the admin tooling).

@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
 	"github.com/bulkhead/bulkhead/services/sync/internal/store"
+	"github.com/bulkhead/bulkhead/services/sync/internal/webhook"
 )
 
 // errTenantInactive cancels the jobs of a suspended or deleted tenant.
@@ -116,18 +117,32 @@ func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
 			if err != nil {
 				return err
 			}
-			changed := res.Added+res.Updated > 0
+			ev := ChangeEvent{SyncID: s.ID, ConnectionID: s.ConnectionID, Model: s.Model, Run: run,
+				Added: res.Added, Updated: res.Updated}
+			lastSeq := res.LastSeq
 			if last {
 				fin, err := e.finish(ctx, tx, job, s)
 				if err != nil {
 					return err
 				}
-				changed = changed || fin.Deleted > 0
-			}
-			if changed {
-				if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, a.TenantID); err != nil {
-					return fmt.Errorf("engine: notify: %w", err)
+				ev.Deleted, lastSeq = fin.Deleted, max(lastSeq, fin.LastSeq)
+				if err := e.emit(ctx, tx, a.TenantID, webhook.EventSyncCompleted, RunEvent{
+					SyncID: s.ID, ConnectionID: s.ConnectionID, Integration: s.Integration, Model: s.Model,
+					Run: run, Full: fin.Run.Full, Added: fin.Run.Added, Updated: fin.Run.Updated,
+					Deleted: fin.Run.Deleted, Pages: fin.Run.Pages,
+				}); err != nil {
+					return err
 				}
+			}
+			if lastSeq == 0 {
+				return nil
+			}
+			ev.Cursor = store.EncodeCursor(lastSeq)
+			if err := e.emit(ctx, tx, a.TenantID, webhook.EventRecordsChanged, ev); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, a.TenantID); err != nil {
+				return fmt.Errorf("engine: notify: %w", err)
 			}
 			return nil
 		})
@@ -200,7 +215,18 @@ func (e *Engine) fail(ctx context.Context, job *river.Job[RunArgs], s *store.Syn
 	wctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer stop()
 	recErr := e.db.InTx(wctx, pgtenant.Scope{TenantID: s.TenantID}, func(tx pgx.Tx) error {
-		return store.FailRun(wctx, tx, s.TenantID, s.ID, s.Run.Number, errorText(err), final, time.Now().Add(s.Frequency))
+		if err := store.FailRun(wctx, tx, s.TenantID, s.ID, s.Run.Number, errorText(err), final, time.Now().Add(s.Frequency)); err != nil || !final {
+			return err
+		}
+		cur, err2 := store.GetSync(wctx, tx, s.TenantID, s.ConnectionID, s.Model, false)
+		if err2 != nil {
+			return err2
+		}
+		return e.emit(wctx, tx, s.TenantID, webhook.EventSyncFailed, RunEvent{
+			SyncID: s.ID, ConnectionID: s.ConnectionID, Integration: s.Integration, Model: s.Model,
+			Run: cur.Last.Number, Full: cur.Last.Full, Added: cur.Last.Added, Updated: cur.Last.Updated,
+			Pages: cur.Last.Pages, Error: errorText(err),
+		})
 	})
 	if recErr != nil {
 		e.log.ErrorContext(ctx, "recording a failed sync run", "sync_id", s.ID, "error", recErr)

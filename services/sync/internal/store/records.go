@@ -24,6 +24,8 @@ type PageRecord struct {
 // PageResult counts what a page changed.
 type PageResult struct {
 	Added, Updated int64
+	// LastSeq is the feed position of the page's last change (0: no change).
+	LastSeq int64
 }
 
 // feedLockNamespace is the first key of the per-tenant feed lock ("sync" in ASCII). The
@@ -61,9 +63,10 @@ const upsertSQL = `WITH up AS (INSERT INTO records AS r (tenant_id, connection_i
 	    deleted_at = NULL
 	WHERE r.deleted_at IS NOT NULL OR r.content_hash <> excluded.content_hash
 	   OR ($9 AND r.last_seen_run <> excluded.last_seen_run)
-	RETURNING xmax = 0 AS inserted, changed_at = now() AS changed, action)
+	RETURNING xmax = 0 AS inserted, changed_at = now() AS changed, action, seq)
 	SELECT count(*) FILTER (WHERE inserted OR (changed AND action = 'added')),
-	       count(*) FILTER (WHERE NOT inserted AND changed AND action = 'updated')
+	       count(*) FILTER (WHERE NOT inserted AND changed AND action = 'updated'),
+	       coalesce(max(seq) FILTER (WHERE inserted OR changed), 0)
 	FROM up`
 
 // ApplyPage commits one page of run: the records (upserted with change detection), the run's
@@ -133,7 +136,7 @@ func upsert(ctx context.Context, tx Tx, tenantID, connectionID, model string, ru
 	}
 	var res PageResult
 	err := tx.QueryRow(ctx, upsertSQL, tenantID, connectionID, model, run, ids, hashes, payloads, updated, full).
-		Scan(&res.Added, &res.Updated)
+		Scan(&res.Added, &res.Updated, &res.LastSeq)
 	if err != nil {
 		return PageResult{}, nil, fmt.Errorf("store: upsert records: %w", err)
 	}
@@ -144,6 +147,8 @@ func upsert(ctx context.Context, tx Tx, tenantID, connectionID, model string, ru
 type FinishResult struct {
 	Run     Run
 	Deleted int64
+	// LastSeq is the feed position of the last deletion (0: none).
+	LastSeq int64
 }
 
 // FinishRun ends run successfully after its last page: for a full run every record of the
@@ -155,19 +160,19 @@ func FinishRun(ctx context.Context, tx Tx, tenantID, syncID string, run int64, n
 	if err != nil {
 		return FinishResult{}, err
 	}
-	var deleted int64
+	var deleted, lastSeq int64
 	if full {
 		if _, err := tx.Exec(ctx, lockFeedSQL, int32(feedLockNamespace), tenantID); err != nil {
 			return FinishResult{}, fmt.Errorf("store: feed lock: %w", err)
 		}
-		tag, err := tx.Exec(ctx, `UPDATE records SET action = 'deleted', deleted_at = now(), changed_at = now(),
+		err := tx.QueryRow(ctx, `WITH d AS (UPDATE records SET action = 'deleted', deleted_at = now(), changed_at = now(),
 			    seq = nextval('record_seq')
 			WHERE tenant_id = $1 AND connection_id = $2 AND model = $3
-			  AND deleted_at IS NULL AND last_seen_run < $4`, tenantID, connectionID, model, run)
+			  AND deleted_at IS NULL AND last_seen_run < $4 RETURNING seq)
+			SELECT count(*), coalesce(max(seq), 0) FROM d`, tenantID, connectionID, model, run).Scan(&deleted, &lastSeq)
 		if err != nil {
 			return FinishResult{}, fmt.Errorf("store: detect deletions: %w", err)
 		}
-		deleted = tag.RowsAffected()
 	}
 	s, err := scanSync(tx.QueryRow(ctx, `UPDATE syncs SET run_status = 'succeeded', run_finished_at = now(),
 		    run_deleted = $4, run_page_cursor = NULL,
@@ -182,7 +187,7 @@ func FinishRun(ctx context.Context, tx Tx, tenantID, syncID string, run int64, n
 	if err != nil {
 		return FinishResult{}, fmt.Errorf("store: finish run: %w", err)
 	}
-	return FinishResult{Run: s.Last, Deleted: deleted}, nil
+	return FinishResult{Run: s.Last, Deleted: deleted, LastSeq: lastSeq}, nil
 }
 
 // Action is a record's latest change.
