@@ -76,7 +76,7 @@ type env struct {
 	breakerFailures uint32
 }
 
-func newEnv(t *testing.T, opts providertest.Options) *env {
+func newEnv(t testing.TB, opts providertest.Options) *env {
 	t.Helper()
 	db := testenv.NewDatabase(t, spec)
 	if err := migrations.Apply(testCtx(t), db.OwnerURL, db.Roles.App, nil); err != nil {
@@ -91,7 +91,7 @@ func newEnv(t *testing.T, opts providertest.Options) *env {
 }
 
 // connect makes a connection for tenant: a fresh OAuth2 client (= provider account).
-func (e *env) connect(t *testing.T, tenant pgtenant.Scope) (connectionID, account string) {
+func (e *env) connect(t testing.TB, tenant pgtenant.Scope) (connectionID, account string) {
 	t.Helper()
 	connectionID, account = uuid.NewString(), "acct-"+uuid.NewString()[:8]
 	if err := e.p.RegisterClient(account, account+"-secret", nil, []string{"records.read"}); err != nil {
@@ -124,7 +124,7 @@ type finished struct {
 }
 
 // engine starts an engine (its own pool: a separate worker) and stops it when the test ends.
-func (e *env) engine(t *testing.T, mod func(*engine.Config)) (*engine.Engine, *signals) {
+func (e *env) engine(t testing.TB, mod func(*engine.Config)) (*engine.Engine, *signals) {
 	t.Helper()
 	f, err := fetch.New(fetch.Config{Backoff: 10 * time.Millisecond, MaxInlineWait: 3 * time.Second, Rate: 1000, Burst: 1000, BreakerFailures: e.breakerFailures})
 	if err != nil {

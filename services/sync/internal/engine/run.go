@@ -182,7 +182,11 @@ func (e *Engine) finish(ctx context.Context, tx pgx.Tx, job *river.Job[RunArgs],
 	if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {
 		return fin, fmt.Errorf("engine: complete job: %w", err)
 	}
-	res, err := e.river.InsertTx(ctx, tx, job.Args, &river.InsertOpts{ScheduledAt: next})
+	prio, err := e.priority(ctx, tx, s.TenantID, next)
+	if err != nil {
+		return fin, err
+	}
+	res, err := e.river.InsertTx(ctx, tx, job.Args, &river.InsertOpts{ScheduledAt: next, Priority: prio})
 	if err != nil {
 		return fin, fmt.Errorf("engine: schedule next run: %w", err)
 	}

@@ -225,3 +225,15 @@ func DueSyncs(ctx context.Context, tx Tx, now time.Time, limit int) ([]Due, erro
 	}
 	return out, nil
 }
+
+// DueCount counts the tenant's active syncs that are due (or running) at now, up to limit: how
+// much work the tenant has queued, which the engine turns into a River priority.
+func DueCount(ctx context.Context, tx Tx, tenantID string, now time.Time, limit int) (int, error) {
+	var n int
+	err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM syncs
+		WHERE tenant_id = $1 AND state = 'active' AND next_run_at <= $2 LIMIT $3) due`, tenantID, now, limit).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("store: due count: %w", err)
+	}
+	return n, nil
+}
