@@ -65,14 +65,17 @@ type RemoteKeys struct {
 	url       string
 	client    *http.Client
 	cache     *jwk.Cache
-	kidLimit  *rate.Limiter // on-demand refreshes caused by unknown kids
-	bootLimit *rate.Limiter // fetches while no key set has ever been fetched
+	stop      context.CancelFunc // ends the cache's background workers
+	kidLimit  *rate.Limiter      // on-demand refreshes caused by unknown kids
+	bootLimit *rate.Limiter      // fetches while no key set has ever been fetched
 	now       func() time.Time
 	mu        sync.Mutex // serializes on-demand fetches so concurrent misses share one
 	last      time.Time  // when the last on-demand fetch completed
 }
 
-// NewRemoteKeys starts the cache's background workers; Close stops them.
+// NewRemoteKeys starts the cache's background workers; Close stops them. ctx bounds only the
+// first fetch: the workers live until Close, not until ctx ends — services pass a start-up
+// context here, and a refresh loop tied to it would silently stop once start-up is over.
 func NewRemoteKeys(ctx context.Context, cfg RemoteKeysConfig) (*RemoteKeys, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("authn: RemoteKeysConfig.URL is required")
@@ -95,8 +98,10 @@ func NewRemoteKeys(ctx context.Context, cfg RemoteKeysConfig) (*RemoteKeys, erro
 	// The whitelist admits only the configured URL: the cache never follows a URL taken from a
 	// token (no `jku`), and this keeps it that way even if someone adds a Register call.
 	wl := httprc.NewMapWhitelist().Add(cfg.URL)
-	cache, err := jwk.NewCache(ctx, httprc.NewClient(httprc.WithWhitelist(wl), httprc.WithHTTPClient(cfg.HTTPClient)))
+	life, stop := context.WithCancel(context.WithoutCancel(ctx))
+	cache, err := jwk.NewCache(life, httprc.NewClient(httprc.WithWhitelist(wl), httprc.WithHTTPClient(cfg.HTTPClient)))
 	if err != nil {
+		stop()
 		return nil, fmt.Errorf("authn: start JWKS cache: %w", err)
 	}
 	// Waiting for the first fetch here (rather than letting it race the first request's
@@ -113,12 +118,14 @@ func NewRemoteKeys(ctx context.Context, cfg RemoteKeysConfig) (*RemoteKeys, erro
 	cancel()
 	if err != nil && !(errors.Is(err, context.DeadlineExceeded) && cache.IsRegistered(ctx, cfg.URL)) {
 		_ = cache.Shutdown(context.WithoutCancel(ctx))
+		stop()
 		return nil, fmt.Errorf("authn: register JWKS %s: %w", cfg.URL, err)
 	}
 	return &RemoteKeys{
 		url:       cfg.URL,
 		client:    cfg.HTTPClient,
 		cache:     cache,
+		stop:      stop,
 		kidLimit:  rate.NewLimiter(rate.Every(cfg.MinRefreshInterval), 1),
 		bootLimit: rate.NewLimiter(rate.Every(time.Second), 1),
 		now:       cfg.Now,
@@ -170,6 +177,7 @@ func (r *RemoteKeys) fetch(ctx context.Context, limit *rate.Limiter) error {
 // Close stops the background refresh and drops idle connections to identity.
 func (r *RemoteKeys) Close(ctx context.Context) error {
 	err := r.cache.Shutdown(ctx)
+	r.stop()
 	r.client.CloseIdleConnections()
 	return err
 }

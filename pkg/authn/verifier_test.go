@@ -541,3 +541,34 @@ func TestNewVerifierRequiresEverything(t *testing.T) {
 		}
 	}
 }
+
+// Services build RemoteKeys with a start-up context and cancel it once they serve; key
+// rotation must keep working afterwards.
+func TestRemoteKeysOutliveTheirStartupContext(t *testing.T) {
+	iss := authntest.NewIssuer(t)
+	jwks := iss.ServeJWKS(t)
+	startup, cancel := context.WithCancel(context.Background())
+	keys, err := authn.NewRemoteKeys(startup, authn.RemoteKeysConfig{URL: jwks.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = keys.Close(context.Background()) })
+	cancel()
+
+	v, err := authn.NewVerifier(authn.VerifierConfig{
+		Issuer: authntest.DefaultIssuer, Audience: audience, Keys: keys, Tenants: newTenants(tenantA),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss.Rotate(t, "after-startup")
+	tok := iss.MustMint(t, authntest.Token{
+		Subject: "user:" + userID, TenantID: tenantA, Audience: []string{audience}, Roles: []string{"member"},
+	})
+	// Bounded: with workers tied to the cancelled start-up context the refresh never answers.
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("a key rotated in after start-up is refused: %v", err)
+	}
+}

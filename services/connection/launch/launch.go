@@ -164,11 +164,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	}
 	r.closers = append(r.closers, func() { _ = brokerConn.Close() })
 
-	// The key cache's background refresh lives as long as the service, not as long as ctx
-	// (which only bounds start-up); its first fetch still waits at most StartupWait.
-	keysCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
-	r.closers = append(r.closers, stopKeys)
-	keys, err := authn.NewRemoteKeys(keysCtx, authn.RemoteKeysConfig{URL: cfg.IdentityJWKSURL})
+	keys, err := authn.NewRemoteKeys(ctx, authn.RemoteKeysConfig{URL: cfg.IdentityJWKSURL})
 	if err != nil {
 		return nil, fmt.Errorf("launch: identity keys: %w", err)
 	}
