@@ -56,11 +56,13 @@ lint: tools ## buf lint + breaking, go vet, gofmt, and fail on stale generated c
 	@echo "lint: ok"
 
 .PHONY: test
-test: ## Run every test against real PostgreSQL, Vault and gRPC over loopback
+# Vault is resolved (or built, ≈12 min on a bare machine) before the tests, not inside a test
+# binary, where go test's 10-minute timeout would kill the build.
+test: vault ## Run every test against real PostgreSQL, Vault and gRPC over loopback
 	go test $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
 .PHONY: bench
-bench: ## Run the benchmarks (ratios against in-run baselines)
+bench: vault ## Run the benchmarks (ratios against in-run baselines)
 	go test $(BENCHFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
 .PHONY: run
