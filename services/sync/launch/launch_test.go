@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 	"golang.org/x/oauth2"
@@ -24,6 +25,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/testenv"
 	"github.com/bulkhead/bulkhead/services/identity/identitytest"
 	"github.com/bulkhead/bulkhead/services/sync/internal/engine"
+	"github.com/bulkhead/bulkhead/services/sync/internal/store"
 	"github.com/bulkhead/bulkhead/services/sync/launch"
 	"github.com/bulkhead/bulkhead/services/sync/migrations"
 )
@@ -355,5 +357,18 @@ func TestSuspendedTenantsJobsAreCancelled(t *testing.T) {
 	}
 	if n := len(h.p.APIRequests()); n != before {
 		t.Fatalf("%d requests reached the provider for a suspended tenant", n-before)
+	}
+	// The sync is parked, so the reconciler does not bring the job back at every pass.
+	var parked *store.Sync
+	err = h.svc.Engine.DB().InTx(testCtx(t), pgtenant.Scope{TenantID: a.ID}, func(tx pgx.Tx) error {
+		var err error
+		parked, err = store.GetSync(testCtx(t), tx, a.ID, connA, "records", false)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parked.JobID != nil || parked.NextRunAt == nil || time.Until(*parked.NextRunAt) < 30*time.Minute {
+		t.Fatalf("suspended tenant's sync: job %v next run %v", parked.JobID, parked.NextRunAt)
 	}
 }

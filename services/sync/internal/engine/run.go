@@ -20,6 +20,9 @@ import (
 // errTenantInactive cancels the jobs of a suspended or deleted tenant.
 var errTenantInactive = errors.New("engine: tenant is suspended or deleted")
 
+// parkFor is how long a suspended tenant's sync waits before its status is asked again.
+const parkFor = time.Hour
+
 type runWorker struct {
 	river.WorkerDefaults[RunArgs]
 	e *Engine
@@ -35,6 +38,15 @@ func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
 			return fmt.Errorf("engine: tenant status: %w", err)
 		}
 		if !active {
+			// Park the sync so the reconciler does not bring the job back every pass; it
+			// comes due again after a frequency (or at once on ResumeSync/TriggerSync).
+			wctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer stop()
+			if err := e.db.InTx(wctx, pgtenant.Scope{TenantID: a.TenantID}, func(tx pgx.Tx) error {
+				return store.Park(wctx, tx, a.TenantID, a.ConnectionID, a.Model, time.Now().Add(parkFor))
+			}); err != nil {
+				log.WarnContext(ctx, "parking a suspended tenant's sync", "error", err)
+			}
 			return river.JobCancel(errTenantInactive)
 		}
 	}

@@ -237,3 +237,14 @@ func DueCount(ctx context.Context, tx Tx, tenantID string, now time.Time, limit 
 	}
 	return n, nil
 }
+
+// Park moves an active sync's next run to until and forgets its job (its tenant is suspended:
+// the job was cancelled, and the reconciler must not reschedule it before until).
+func Park(ctx context.Context, tx Tx, tenantID, connectionID, model string, until time.Time) error {
+	_, err := tx.Exec(ctx, `UPDATE syncs SET next_run_at = $4, job_id = NULL, updated_at = now()
+		WHERE tenant_id = $1 AND connection_id = $2 AND model = $3 AND state = 'active'`, tenantID, connectionID, model, until)
+	if err != nil {
+		return fmt.Errorf("store: park: %w", err)
+	}
+	return nil
+}
