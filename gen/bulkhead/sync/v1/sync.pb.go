@@ -521,10 +521,11 @@ type Record struct {
 	// The record's id at the provider (the definition's primary-key field).
 	ExternalId string       `protobuf:"bytes,3,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
 	Action     ChangeAction `protobuf:"varint,4,opt,name=action,proto3,enum=bulkhead.sync.v1.ChangeAction" json:"action,omitempty"`
-	// The record as the provider last sent it, as canonical JSON (keys sorted). Kept after a
-	// deletion, as last seen.
+	// The record as the provider last sent it, as JSON with object keys sorted and numbers as
+	// sent. Kept after a deletion, as last seen.
 	PayloadJson string `protobuf:"bytes,5,opt,name=payload_json,json=payloadJson,proto3" json:"payload_json,omitempty"`
-	// Hex SHA-256 of payload_json: equal hashes mean equal records.
+	// Hex SHA-256 of the record's canonical JSON as received from the provider: equal hashes
+	// mean equal records (compare hashes, not payload_json bytes).
 	ContentHash string `protobuf:"bytes,6,opt,name=content_hash,json=contentHash,proto3" json:"content_hash,omitempty"`
 	// The provider's update time of the record (the definition's updated-at field), if it has one.
 	ProviderUpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=provider_update_time,json=providerUpdateTime,proto3" json:"provider_update_time,omitempty"`
