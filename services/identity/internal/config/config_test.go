@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulkhead/bulkhead/pkg/secret"
 )
 
 const (
@@ -147,7 +149,7 @@ func TestSecretsNeverPrint(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(logs.String(), "connection") || !strings.Contains(logs.String(), redacted) {
+	if !strings.Contains(logs.String(), "connection") || !strings.Contains(logs.String(), secret.Redacted) {
 		t.Fatalf("log rendering lost its non-secret content: %s", logs.String())
 	}
 	if c.DatabaseURL.Reveal() != appURL {

@@ -5,7 +5,6 @@
 package config
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bulkhead/bulkhead/pkg/secret"
 )
 
 // Environment variable names.
@@ -53,32 +54,9 @@ const (
 	DefaultRateBurst       = 100
 )
 
-// Secret is a configuration value that must never be printed: database URLs (they carry
-// passwords), Vault tokens and the broker's client secret. Use Reveal where the value is
-// actually needed.
-type Secret string
-
-const redacted = "[redacted]"
-
-// Reveal returns the secret itself.
-func (s Secret) Reveal() string { return string(s) }
-
-// String hides the value from fmt.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// GoString hides the value from %#v.
-func (s Secret) GoString() string { return s.String() }
-
-// LogValue hides the value from log/slog.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// MarshalJSON hides the value from encoding/json.
-func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+// Secret is a configuration value that must never be printed (see pkg/secret); an alias, so
+// Secret(v) conversions and Reveal read as before.
+type Secret = secret.Value
 
 // Config is the vault-broker's configuration.
 type Config struct {
