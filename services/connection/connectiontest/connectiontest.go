@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,6 +76,9 @@ type Options struct {
 	Now func() time.Time
 	// Configure, if set, may change each instance's configuration.
 	Configure func(*launch.Config)
+	// Proxy configures each instance's Proxy RPC; the provider's host:port (only it, not
+	// its internal server) is always added to AllowHosts.
+	Proxy launch.ProxyOptions
 }
 
 // Env is a running connection service (one or more instances) with everything it needs.
@@ -142,7 +146,9 @@ func (e *Env) StartInstance(tb testing.TB) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r, err := launch.Start(ctx, cfg, launch.Options{Logger: e.opts.Logger, Now: e.opts.Now, Catalog: e.Catalog})
+	proxy := e.opts.Proxy
+	proxy.AllowHosts = append(slices.Clone(proxy.AllowHosts), strings.TrimPrefix(e.Provider.URL, "http://"))
+	r, err := launch.Start(ctx, cfg, launch.Options{Logger: e.opts.Logger, Now: e.opts.Now, Catalog: e.Catalog, Proxy: proxy})
 	if err != nil {
 		tb.Fatalf("connectiontest: start connection service: %v", err)
 	}

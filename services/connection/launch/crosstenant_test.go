@@ -92,6 +92,13 @@ func calls() map[string]call {
 			_, err := c.conns.GetAccessToken(ctx, &connectionv1.GetAccessTokenRequest{TenantId: to.TenantID, ConnectionId: to.ConnectionID})
 			return err
 		},
+		connectionv1.ConnectionService_Proxy_FullMethodName: func(ctx context.Context, c clients, to target) error {
+			resp, err := c.conns.Proxy(ctx, &connectionv1.ProxyRequest{TenantId: to.TenantID, ConnectionId: to.ConnectionID, Method: "GET", Path: "/me"})
+			if err == nil && resp.GetStatus() != 200 {
+				return status.Errorf(codes.Unknown, "provider answered %d", resp.GetStatus())
+			}
+			return err
+		},
 		connectionv1.IntegrationService_ListIntegrations_FullMethodName: func(ctx context.Context, c clients, to target) error {
 			_, err := c.ints.ListIntegrations(ctx, &connectionv1.ListIntegrationsRequest{TenantId: to.TenantID})
 			return err
@@ -118,6 +125,7 @@ var perConnection = map[string]bool{
 	connectionv1.ConnectionService_SetConnectionEnabled_FullMethodName: true,
 	connectionv1.ConnectionService_RevokeConnection_FullMethodName:     true,
 	connectionv1.ConnectionService_GetAccessToken_FullMethodName:       true,
+	connectionv1.ConnectionService_Proxy_FullMethodName:                true,
 }
 
 // world is two tenants: B with an org-level connection and member y's user-level one; A with
@@ -243,6 +251,9 @@ func TestCrossUser(t *testing.T) {
 		connectionv1.ConnectionService_GetAccessToken_FullMethodName: {
 			{"member z", codes.NotFound}, {"admin", codes.NotFound}, {"viewer", codes.PermissionDenied}, {"owner y", codes.OK},
 		},
+		connectionv1.ConnectionService_Proxy_FullMethodName: {
+			{"member z", codes.NotFound}, {"admin", codes.NotFound}, {"viewer", codes.PermissionDenied}, {"owner y", codes.OK},
+		},
 		connectionv1.ConnectionService_SetConnectionEnabled_FullMethodName: {
 			{"member z", codes.NotFound}, {"viewer", codes.PermissionDenied},
 		},
@@ -282,6 +293,7 @@ func TestCrossUser(t *testing.T) {
 	org := target{TenantID: w.b.ID, ConnectionID: w.bOrg}
 	for method, want := range map[string]codes.Code{
 		connectionv1.ConnectionService_GetAccessToken_FullMethodName:       codes.OK,
+		connectionv1.ConnectionService_Proxy_FullMethodName:                codes.OK,
 		connectionv1.ConnectionService_GetConnection_FullMethodName:        codes.OK,
 		connectionv1.ConnectionService_SetConnectionEnabled_FullMethodName: codes.PermissionDenied,
 		connectionv1.ConnectionService_RevokeConnection_FullMethodName:     codes.PermissionDenied,

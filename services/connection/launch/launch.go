@@ -30,6 +30,8 @@ import (
 	"github.com/bulkhead/bulkhead/services/connection/internal/broker"
 	"github.com/bulkhead/bulkhead/services/connection/internal/catalog"
 	"github.com/bulkhead/bulkhead/services/connection/internal/config"
+	"github.com/bulkhead/bulkhead/services/connection/internal/egress"
+	"github.com/bulkhead/bulkhead/services/connection/internal/fairness"
 	"github.com/bulkhead/bulkhead/services/connection/internal/identity"
 	"github.com/bulkhead/bulkhead/services/connection/internal/server"
 	"github.com/bulkhead/bulkhead/services/connection/internal/store/postgres"
@@ -94,6 +96,23 @@ type Options struct {
 	Catalog *catalog.Catalog
 	// ProviderClient calls providers; nil builds one with a 10s timeout and no redirects.
 	ProviderClient *http.Client
+	// Proxy configures the Proxy RPC's egress guard and per (tenant, integration) limits.
+	Proxy ProxyOptions
+}
+
+// ProxyOptions configure the Proxy RPC. The zero value is production's: no allow-listed
+// hosts, fairness's and egress's defaults.
+type ProxyOptions struct {
+	// AllowHosts may be (or resolve to) private, loopback or link-local addresses: "host" or
+	// "host:port", matched exactly (egress.Config.AllowHosts). Tests list the loopback provider.
+	AllowHosts []string
+	// Rate and Burst size each (tenant, integration) token bucket.
+	Rate  float64
+	Burst int
+	// BreakerFailures consecutive provider failures open a (tenant, integration) circuit for
+	// BreakerOpen.
+	BreakerFailures uint32
+	BreakerOpen     time.Duration
 }
 
 // Running is a started connection service.
@@ -197,7 +216,20 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	for k, v := range cfg.OAuthApps {
 		apps[k] = app.OAuthClient{ClientID: v.ClientID, ClientSecret: v.ClientSecret.Reveal()}
 	}
+	guard, err := egress.New(egress.Config{AllowHosts: opts.Proxy.AllowHosts, AllowHTTP: cat.AllowsLoopback()})
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	r.closers = append(r.closers, guard.Close)
+	fair, err := fairness.New(fairness.Config{
+		Rate: rate.Limit(opts.Proxy.Rate), Burst: opts.Proxy.Burst,
+		BreakerFailures: opts.Proxy.BreakerFailures, BreakerOpen: opts.Proxy.BreakerOpen,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
 	uc, err := app.New(app.Config{
+		Egress: guard, Fairness: fair,
 		Store: postgres.New(db), Catalog: cat, Credentials: broker.New(brokerConn), UserTokens: idc,
 		PlatformApps: apps, CallbackURL: r.CallbackURL, ReturnURLPrefixes: cfg.ReturnURLPrefixes,
 		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval, HTTPClient: opts.ProviderClient,

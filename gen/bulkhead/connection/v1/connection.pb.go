@@ -1438,6 +1438,242 @@ func (x *GetAccessTokenResponse) GetCredentialVersion() int64 {
 	return 0
 }
 
+type ProxyRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	TenantId     string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	ConnectionId string                 `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	Method       string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	// The path below the integration's base URL, e.g. "/user/repos". It starts with one "/"
+	// and carries no scheme, host, user info, query or fragment, backslash, dot segment
+	// (also percent-encoded) or encoded slash.
+	Path string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	// Query parameters, in order (a name may repeat). The API key's parameter is refused.
+	Query []*ProxyParam `protobuf:"bytes,5,rep,name=query,proto3" json:"query,omitempty"`
+	// Request headers. Allowed: Accept, Accept-Language, Content-Type, Content-Language,
+	// If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, Idempotency-Key, Prefer,
+	// names ending in "-Version", and "X-" names other than X-Forwarded-*, X-Real-IP,
+	// X-Bulkhead-* and the integration's API key header. Anything else (Authorization, Cookie,
+	// Host, Proxy-*…) is INVALID_ARGUMENT.
+	Headers []*ProxyParam `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
+	// The request body, at most 1 MiB.
+	Body []byte `protobuf:"bytes,7,opt,name=body,proto3" json:"body,omitempty"`
+	// Which of the integration's base URLs the path is below (most have one).
+	BaseUrlIndex  uint32 `protobuf:"varint,8,opt,name=base_url_index,json=baseUrlIndex,proto3" json:"base_url_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyRequest) Reset() {
+	*x = ProxyRequest{}
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyRequest) ProtoMessage() {}
+
+func (x *ProxyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyRequest.ProtoReflect.Descriptor instead.
+func (*ProxyRequest) Descriptor() ([]byte, []int) {
+	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ProxyRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *ProxyRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *ProxyRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *ProxyRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ProxyRequest) GetQuery() []*ProxyParam {
+	if x != nil {
+		return x.Query
+	}
+	return nil
+}
+
+func (x *ProxyRequest) GetHeaders() []*ProxyParam {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *ProxyRequest) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *ProxyRequest) GetBaseUrlIndex() uint32 {
+	if x != nil {
+		return x.BaseUrlIndex
+	}
+	return 0
+}
+
+// ProxyParam is a query parameter or a header.
+type ProxyParam struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyParam) Reset() {
+	*x = ProxyParam{}
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyParam) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyParam) ProtoMessage() {}
+
+func (x *ProxyParam) ProtoReflect() protoreflect.Message {
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyParam.ProtoReflect.Descriptor instead.
+func (*ProxyParam) Descriptor() ([]byte, []int) {
+	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ProxyParam) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProxyParam) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+type ProxyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The provider's HTTP status.
+	Status int32 `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`
+	// The provider's headers, without Set-Cookie and hop-by-hop headers.
+	Headers []*ProxyParam `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty"`
+	// The response body, at most 2 MiB (see truncated).
+	Body []byte `protobuf:"bytes,3,opt,name=body,proto3" json:"body,omitempty"`
+	// The provider's body was longer than the limit and was cut.
+	Truncated     bool `protobuf:"varint,4,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyResponse) Reset() {
+	*x = ProxyResponse{}
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyResponse) ProtoMessage() {}
+
+func (x *ProxyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyResponse.ProtoReflect.Descriptor instead.
+func (*ProxyResponse) Descriptor() ([]byte, []int) {
+	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ProxyResponse) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *ProxyResponse) GetHeaders() []*ProxyParam {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *ProxyResponse) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *ProxyResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_bulkhead_connection_v1_connection_proto protoreflect.FileDescriptor
 
 const file_bulkhead_connection_v1_connection_proto_rawDesc = "" +
@@ -1560,7 +1796,27 @@ const file_bulkhead_connection_v1_connection_proto_rawDesc = "" +
 	"\x12credential_version\x18\a \x01(\x03R\x11credentialVersion\x1a9\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*h\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa5\x03\n" +
+	"\fProxyRequest\x12%\n" +
+	"\ttenant_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\btenantId\x12-\n" +
+	"\rconnection_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\fconnectionId\x12B\n" +
+	"\x06method\x18\x03 \x01(\tB*\xbaH'r%R\x03GETR\x04POSTR\x03PUTR\x05PATCHR\x06DELETER\x04HEADR\x06method\x12!\n" +
+	"\x04path\x18\x04 \x01(\tB\r\xbaH\n" +
+	"r\b\x10\x01\x18\x80\x10:\x01/R\x04path\x12B\n" +
+	"\x05query\x18\x05 \x03(\v2\".bulkhead.connection.v1.ProxyParamB\b\xbaH\x05\x92\x01\x02\x10@R\x05query\x12F\n" +
+	"\aheaders\x18\x06 \x03(\v2\".bulkhead.connection.v1.ProxyParamB\b\xbaH\x05\x92\x01\x02\x10 R\aheaders\x12\x1d\n" +
+	"\x04body\x18\a \x01(\fB\t\xbaH\x06z\x04\x18\x80\x80@R\x04body\x12-\n" +
+	"\x0ebase_url_index\x18\b \x01(\rB\a\xbaH\x04*\x02\x18\x10R\fbaseUrlIndex\"L\n" +
+	"\n" +
+	"ProxyParam\x12\x1e\n" +
+	"\x04name\x18\x01 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\x04name\x12\x1e\n" +
+	"\x05value\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80 R\x05value\"\x97\x01\n" +
+	"\rProxyResponse\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\x05R\x06status\x12<\n" +
+	"\aheaders\x18\x02 \x03(\v2\".bulkhead.connection.v1.ProxyParamR\aheaders\x12\x12\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\x12\x1c\n" +
+	"\ttruncated\x18\x04 \x01(\bR\ttruncated*h\n" +
 	"\x0fConnectionScope\x12 \n" +
 	"\x1cCONNECTION_SCOPE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CONNECTION_SCOPE_ORG\x10\x01\x12\x19\n" +
@@ -1581,7 +1837,7 @@ const file_bulkhead_connection_v1_connection_proto_rawDesc = "" +
 	"\x1cREVOCATION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18REVOCATION_STATE_PENDING\x10\x01\x12\x1e\n" +
 	"\x1aREVOCATION_STATE_CONFIRMED\x10\x02\x12\"\n" +
-	"\x1eREVOCATION_STATE_NOT_SUPPORTED\x10\x032\xf4\x06\n" +
+	"\x1eREVOCATION_STATE_NOT_SUPPORTED\x10\x032\xca\a\n" +
 	"\x11ConnectionService\x12\x93\x01\n" +
 	"\x1aCreateCredentialConnection\x129.bulkhead.connection.v1.CreateCredentialConnectionRequest\x1a:.bulkhead.connection.v1.CreateCredentialConnectionResponse\x12{\n" +
 	"\x12StartAuthorization\x121.bulkhead.connection.v1.StartAuthorizationRequest\x1a2.bulkhead.connection.v1.StartAuthorizationResponse\x12l\n" +
@@ -1589,7 +1845,8 @@ const file_bulkhead_connection_v1_connection_proto_rawDesc = "" +
 	"\x0fListConnections\x12..bulkhead.connection.v1.ListConnectionsRequest\x1a/.bulkhead.connection.v1.ListConnectionsResponse\x12\x81\x01\n" +
 	"\x14SetConnectionEnabled\x123.bulkhead.connection.v1.SetConnectionEnabledRequest\x1a4.bulkhead.connection.v1.SetConnectionEnabledResponse\x12u\n" +
 	"\x10RevokeConnection\x12/.bulkhead.connection.v1.RevokeConnectionRequest\x1a0.bulkhead.connection.v1.RevokeConnectionResponse\x12o\n" +
-	"\x0eGetAccessToken\x12-.bulkhead.connection.v1.GetAccessTokenRequest\x1a..bulkhead.connection.v1.GetAccessTokenResponseB\xed\x01\n" +
+	"\x0eGetAccessToken\x12-.bulkhead.connection.v1.GetAccessTokenRequest\x1a..bulkhead.connection.v1.GetAccessTokenResponse\x12T\n" +
+	"\x05Proxy\x12$.bulkhead.connection.v1.ProxyRequest\x1a%.bulkhead.connection.v1.ProxyResponseB\xed\x01\n" +
 	"\x1acom.bulkhead.connection.v1B\x0fConnectionProtoP\x01ZDgithub.com/bulkhead/bulkhead/gen/bulkhead/connection/v1;connectionv1\xa2\x02\x03BCX\xaa\x02\x16Bulkhead.Connection.V1\xca\x02\x16Bulkhead\\Connection\\V1\xe2\x02\"Bulkhead\\Connection\\V1\\GPBMetadata\xea\x02\x18Bulkhead::Connection::V1b\x06proto3"
 
 var (
@@ -1605,7 +1862,7 @@ func file_bulkhead_connection_v1_connection_proto_rawDescGZIP() []byte {
 }
 
 var file_bulkhead_connection_v1_connection_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_bulkhead_connection_v1_connection_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_bulkhead_connection_v1_connection_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_bulkhead_connection_v1_connection_proto_goTypes = []any{
 	(ConnectionScope)(0),                       // 0: bulkhead.connection.v1.ConnectionScope
 	(ConnectionStatus)(0),                      // 1: bulkhead.connection.v1.ConnectionStatus
@@ -1627,60 +1884,68 @@ var file_bulkhead_connection_v1_connection_proto_goTypes = []any{
 	(*RevokeConnectionResponse)(nil),           // 17: bulkhead.connection.v1.RevokeConnectionResponse
 	(*GetAccessTokenRequest)(nil),              // 18: bulkhead.connection.v1.GetAccessTokenRequest
 	(*GetAccessTokenResponse)(nil),             // 19: bulkhead.connection.v1.GetAccessTokenResponse
-	nil,                                        // 20: bulkhead.connection.v1.Connection.FieldsEntry
-	nil,                                        // 21: bulkhead.connection.v1.CreateCredentialConnectionRequest.FieldsEntry
-	nil,                                        // 22: bulkhead.connection.v1.StartAuthorizationRequest.FieldsEntry
-	nil,                                        // 23: bulkhead.connection.v1.GetAccessTokenResponse.FieldsEntry
-	(*timestamppb.Timestamp)(nil),              // 24: google.protobuf.Timestamp
+	(*ProxyRequest)(nil),                       // 20: bulkhead.connection.v1.ProxyRequest
+	(*ProxyParam)(nil),                         // 21: bulkhead.connection.v1.ProxyParam
+	(*ProxyResponse)(nil),                      // 22: bulkhead.connection.v1.ProxyResponse
+	nil,                                        // 23: bulkhead.connection.v1.Connection.FieldsEntry
+	nil,                                        // 24: bulkhead.connection.v1.CreateCredentialConnectionRequest.FieldsEntry
+	nil,                                        // 25: bulkhead.connection.v1.StartAuthorizationRequest.FieldsEntry
+	nil,                                        // 26: bulkhead.connection.v1.GetAccessTokenResponse.FieldsEntry
+	(*timestamppb.Timestamp)(nil),              // 27: google.protobuf.Timestamp
 }
 var file_bulkhead_connection_v1_connection_proto_depIdxs = []int32{
-	24, // 0: bulkhead.connection.v1.Health.last_refresh_time:type_name -> google.protobuf.Timestamp
-	24, // 1: bulkhead.connection.v1.Health.last_failure_time:type_name -> google.protobuf.Timestamp
-	24, // 2: bulkhead.connection.v1.Health.access_token_expire_time:type_name -> google.protobuf.Timestamp
-	24, // 3: bulkhead.connection.v1.Health.refresh_token_expire_time:type_name -> google.protobuf.Timestamp
-	24, // 4: bulkhead.connection.v1.Health.next_check_time:type_name -> google.protobuf.Timestamp
+	27, // 0: bulkhead.connection.v1.Health.last_refresh_time:type_name -> google.protobuf.Timestamp
+	27, // 1: bulkhead.connection.v1.Health.last_failure_time:type_name -> google.protobuf.Timestamp
+	27, // 2: bulkhead.connection.v1.Health.access_token_expire_time:type_name -> google.protobuf.Timestamp
+	27, // 3: bulkhead.connection.v1.Health.refresh_token_expire_time:type_name -> google.protobuf.Timestamp
+	27, // 4: bulkhead.connection.v1.Health.next_check_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: bulkhead.connection.v1.Connection.scope:type_name -> bulkhead.connection.v1.ConnectionScope
 	1,  // 6: bulkhead.connection.v1.Connection.status:type_name -> bulkhead.connection.v1.ConnectionStatus
 	4,  // 7: bulkhead.connection.v1.Connection.health:type_name -> bulkhead.connection.v1.Health
-	20, // 8: bulkhead.connection.v1.Connection.fields:type_name -> bulkhead.connection.v1.Connection.FieldsEntry
+	23, // 8: bulkhead.connection.v1.Connection.fields:type_name -> bulkhead.connection.v1.Connection.FieldsEntry
 	3,  // 9: bulkhead.connection.v1.Connection.revocation_state:type_name -> bulkhead.connection.v1.RevocationState
-	24, // 10: bulkhead.connection.v1.Connection.create_time:type_name -> google.protobuf.Timestamp
-	24, // 11: bulkhead.connection.v1.Connection.update_time:type_name -> google.protobuf.Timestamp
+	27, // 10: bulkhead.connection.v1.Connection.create_time:type_name -> google.protobuf.Timestamp
+	27, // 11: bulkhead.connection.v1.Connection.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 12: bulkhead.connection.v1.Connection.auth_type:type_name -> bulkhead.connection.v1.AuthType
 	0,  // 13: bulkhead.connection.v1.CreateCredentialConnectionRequest.scope:type_name -> bulkhead.connection.v1.ConnectionScope
-	21, // 14: bulkhead.connection.v1.CreateCredentialConnectionRequest.fields:type_name -> bulkhead.connection.v1.CreateCredentialConnectionRequest.FieldsEntry
+	24, // 14: bulkhead.connection.v1.CreateCredentialConnectionRequest.fields:type_name -> bulkhead.connection.v1.CreateCredentialConnectionRequest.FieldsEntry
 	5,  // 15: bulkhead.connection.v1.CreateCredentialConnectionResponse.connection:type_name -> bulkhead.connection.v1.Connection
 	0,  // 16: bulkhead.connection.v1.StartAuthorizationRequest.scope:type_name -> bulkhead.connection.v1.ConnectionScope
-	22, // 17: bulkhead.connection.v1.StartAuthorizationRequest.fields:type_name -> bulkhead.connection.v1.StartAuthorizationRequest.FieldsEntry
-	24, // 18: bulkhead.connection.v1.StartAuthorizationResponse.expire_time:type_name -> google.protobuf.Timestamp
+	25, // 17: bulkhead.connection.v1.StartAuthorizationRequest.fields:type_name -> bulkhead.connection.v1.StartAuthorizationRequest.FieldsEntry
+	27, // 18: bulkhead.connection.v1.StartAuthorizationResponse.expire_time:type_name -> google.protobuf.Timestamp
 	5,  // 19: bulkhead.connection.v1.GetConnectionResponse.connection:type_name -> bulkhead.connection.v1.Connection
 	0,  // 20: bulkhead.connection.v1.ListConnectionsRequest.scope:type_name -> bulkhead.connection.v1.ConnectionScope
 	1,  // 21: bulkhead.connection.v1.ListConnectionsRequest.status:type_name -> bulkhead.connection.v1.ConnectionStatus
 	5,  // 22: bulkhead.connection.v1.ListConnectionsResponse.connections:type_name -> bulkhead.connection.v1.Connection
 	5,  // 23: bulkhead.connection.v1.SetConnectionEnabledResponse.connection:type_name -> bulkhead.connection.v1.Connection
 	5,  // 24: bulkhead.connection.v1.RevokeConnectionResponse.connection:type_name -> bulkhead.connection.v1.Connection
-	24, // 25: bulkhead.connection.v1.GetAccessTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 25: bulkhead.connection.v1.GetAccessTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
 	2,  // 26: bulkhead.connection.v1.GetAccessTokenResponse.auth_type:type_name -> bulkhead.connection.v1.AuthType
-	23, // 27: bulkhead.connection.v1.GetAccessTokenResponse.fields:type_name -> bulkhead.connection.v1.GetAccessTokenResponse.FieldsEntry
-	6,  // 28: bulkhead.connection.v1.ConnectionService.CreateCredentialConnection:input_type -> bulkhead.connection.v1.CreateCredentialConnectionRequest
-	8,  // 29: bulkhead.connection.v1.ConnectionService.StartAuthorization:input_type -> bulkhead.connection.v1.StartAuthorizationRequest
-	10, // 30: bulkhead.connection.v1.ConnectionService.GetConnection:input_type -> bulkhead.connection.v1.GetConnectionRequest
-	12, // 31: bulkhead.connection.v1.ConnectionService.ListConnections:input_type -> bulkhead.connection.v1.ListConnectionsRequest
-	14, // 32: bulkhead.connection.v1.ConnectionService.SetConnectionEnabled:input_type -> bulkhead.connection.v1.SetConnectionEnabledRequest
-	16, // 33: bulkhead.connection.v1.ConnectionService.RevokeConnection:input_type -> bulkhead.connection.v1.RevokeConnectionRequest
-	18, // 34: bulkhead.connection.v1.ConnectionService.GetAccessToken:input_type -> bulkhead.connection.v1.GetAccessTokenRequest
-	7,  // 35: bulkhead.connection.v1.ConnectionService.CreateCredentialConnection:output_type -> bulkhead.connection.v1.CreateCredentialConnectionResponse
-	9,  // 36: bulkhead.connection.v1.ConnectionService.StartAuthorization:output_type -> bulkhead.connection.v1.StartAuthorizationResponse
-	11, // 37: bulkhead.connection.v1.ConnectionService.GetConnection:output_type -> bulkhead.connection.v1.GetConnectionResponse
-	13, // 38: bulkhead.connection.v1.ConnectionService.ListConnections:output_type -> bulkhead.connection.v1.ListConnectionsResponse
-	15, // 39: bulkhead.connection.v1.ConnectionService.SetConnectionEnabled:output_type -> bulkhead.connection.v1.SetConnectionEnabledResponse
-	17, // 40: bulkhead.connection.v1.ConnectionService.RevokeConnection:output_type -> bulkhead.connection.v1.RevokeConnectionResponse
-	19, // 41: bulkhead.connection.v1.ConnectionService.GetAccessToken:output_type -> bulkhead.connection.v1.GetAccessTokenResponse
-	35, // [35:42] is the sub-list for method output_type
-	28, // [28:35] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	26, // 27: bulkhead.connection.v1.GetAccessTokenResponse.fields:type_name -> bulkhead.connection.v1.GetAccessTokenResponse.FieldsEntry
+	21, // 28: bulkhead.connection.v1.ProxyRequest.query:type_name -> bulkhead.connection.v1.ProxyParam
+	21, // 29: bulkhead.connection.v1.ProxyRequest.headers:type_name -> bulkhead.connection.v1.ProxyParam
+	21, // 30: bulkhead.connection.v1.ProxyResponse.headers:type_name -> bulkhead.connection.v1.ProxyParam
+	6,  // 31: bulkhead.connection.v1.ConnectionService.CreateCredentialConnection:input_type -> bulkhead.connection.v1.CreateCredentialConnectionRequest
+	8,  // 32: bulkhead.connection.v1.ConnectionService.StartAuthorization:input_type -> bulkhead.connection.v1.StartAuthorizationRequest
+	10, // 33: bulkhead.connection.v1.ConnectionService.GetConnection:input_type -> bulkhead.connection.v1.GetConnectionRequest
+	12, // 34: bulkhead.connection.v1.ConnectionService.ListConnections:input_type -> bulkhead.connection.v1.ListConnectionsRequest
+	14, // 35: bulkhead.connection.v1.ConnectionService.SetConnectionEnabled:input_type -> bulkhead.connection.v1.SetConnectionEnabledRequest
+	16, // 36: bulkhead.connection.v1.ConnectionService.RevokeConnection:input_type -> bulkhead.connection.v1.RevokeConnectionRequest
+	18, // 37: bulkhead.connection.v1.ConnectionService.GetAccessToken:input_type -> bulkhead.connection.v1.GetAccessTokenRequest
+	20, // 38: bulkhead.connection.v1.ConnectionService.Proxy:input_type -> bulkhead.connection.v1.ProxyRequest
+	7,  // 39: bulkhead.connection.v1.ConnectionService.CreateCredentialConnection:output_type -> bulkhead.connection.v1.CreateCredentialConnectionResponse
+	9,  // 40: bulkhead.connection.v1.ConnectionService.StartAuthorization:output_type -> bulkhead.connection.v1.StartAuthorizationResponse
+	11, // 41: bulkhead.connection.v1.ConnectionService.GetConnection:output_type -> bulkhead.connection.v1.GetConnectionResponse
+	13, // 42: bulkhead.connection.v1.ConnectionService.ListConnections:output_type -> bulkhead.connection.v1.ListConnectionsResponse
+	15, // 43: bulkhead.connection.v1.ConnectionService.SetConnectionEnabled:output_type -> bulkhead.connection.v1.SetConnectionEnabledResponse
+	17, // 44: bulkhead.connection.v1.ConnectionService.RevokeConnection:output_type -> bulkhead.connection.v1.RevokeConnectionResponse
+	19, // 45: bulkhead.connection.v1.ConnectionService.GetAccessToken:output_type -> bulkhead.connection.v1.GetAccessTokenResponse
+	22, // 46: bulkhead.connection.v1.ConnectionService.Proxy:output_type -> bulkhead.connection.v1.ProxyResponse
+	39, // [39:47] is the sub-list for method output_type
+	31, // [31:39] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_bulkhead_connection_v1_connection_proto_init() }
@@ -1694,7 +1959,7 @@ func file_bulkhead_connection_v1_connection_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulkhead_connection_v1_connection_proto_rawDesc), len(file_bulkhead_connection_v1_connection_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

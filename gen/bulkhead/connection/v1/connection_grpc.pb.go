@@ -26,6 +26,7 @@ const (
 	ConnectionService_SetConnectionEnabled_FullMethodName       = "/bulkhead.connection.v1.ConnectionService/SetConnectionEnabled"
 	ConnectionService_RevokeConnection_FullMethodName           = "/bulkhead.connection.v1.ConnectionService/RevokeConnection"
 	ConnectionService_GetAccessToken_FullMethodName             = "/bulkhead.connection.v1.ConnectionService/GetAccessToken"
+	ConnectionService_Proxy_FullMethodName                      = "/bulkhead.connection.v1.ConnectionService/Proxy"
 )
 
 // ConnectionServiceClient is the client API for ConnectionService service.
@@ -98,6 +99,27 @@ type ConnectionServiceClient interface {
 	// CONNECTION_DISABLED, CONNECTION_REVOKED, INTEGRATION_DISABLED), PERMISSION_DENIED,
 	// UNAVAILABLE (provider or vault-broker unreachable; the connection stays usable).
 	GetAccessToken(ctx context.Context, in *GetAccessTokenRequest, opts ...grpc.CallOption) (*GetAccessTokenResponse, error)
+	// Proxy calls the provider's API through a connection: the service obtains a valid
+	// credential exactly as GetAccessToken does (refreshing it when due), injects it as the
+	// catalog says (Authorization: Bearer, an API key header or query parameter, or basic auth)
+	// and returns the provider's answer. The credential never leaves the service, so users'
+	// tokens are accepted directly (no service hop needed). A provider 401 causes one forced
+	// refresh and one retry.
+	// Egress is guarded: the URL is the integration's base URL plus path, and only the
+	// integration's hosts are called (https only); redirects are followed only within those
+	// hosts (at most 3); no connection is opened to a private, loopback, link-local, multicast,
+	// unspecified or CGNAT address after DNS resolution unless the operator allow-listed that
+	// host. Calls are limited per (tenant, integration) and go through a circuit breaker per
+	// (tenant, integration), so one tenant's failing provider does not slow another tenant.
+	// Permission: connections.use; a user-level connection only for its owner — for anyone
+	// else, connection admins included, it answers NOT_FOUND as if it did not exist.
+	// Errors: INVALID_ARGUMENT (path, query, headers or body not allowed, base_url_index out of
+	// range), NOT_FOUND, FAILED_PRECONDITION (the reasons of GetAccessToken; EGRESS_REFUSED: a
+	// redirect off the integration's hosts or a host resolving to an internal address),
+	// RESOURCE_EXHAUSTED (the tenant's rate for this integration, with RetryInfo),
+	// UNAVAILABLE (provider unreachable or timed out, or its circuit open for this tenant, with
+	// RetryInfo), PERMISSION_DENIED.
+	Proxy(ctx context.Context, in *ProxyRequest, opts ...grpc.CallOption) (*ProxyResponse, error)
 }
 
 type connectionServiceClient struct {
@@ -178,6 +200,16 @@ func (c *connectionServiceClient) GetAccessToken(ctx context.Context, in *GetAcc
 	return out, nil
 }
 
+func (c *connectionServiceClient) Proxy(ctx context.Context, in *ProxyRequest, opts ...grpc.CallOption) (*ProxyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProxyResponse)
+	err := c.cc.Invoke(ctx, ConnectionService_Proxy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ConnectionServiceServer is the server API for ConnectionService service.
 // All implementations must embed UnimplementedConnectionServiceServer
 // for forward compatibility.
@@ -248,6 +280,27 @@ type ConnectionServiceServer interface {
 	// CONNECTION_DISABLED, CONNECTION_REVOKED, INTEGRATION_DISABLED), PERMISSION_DENIED,
 	// UNAVAILABLE (provider or vault-broker unreachable; the connection stays usable).
 	GetAccessToken(context.Context, *GetAccessTokenRequest) (*GetAccessTokenResponse, error)
+	// Proxy calls the provider's API through a connection: the service obtains a valid
+	// credential exactly as GetAccessToken does (refreshing it when due), injects it as the
+	// catalog says (Authorization: Bearer, an API key header or query parameter, or basic auth)
+	// and returns the provider's answer. The credential never leaves the service, so users'
+	// tokens are accepted directly (no service hop needed). A provider 401 causes one forced
+	// refresh and one retry.
+	// Egress is guarded: the URL is the integration's base URL plus path, and only the
+	// integration's hosts are called (https only); redirects are followed only within those
+	// hosts (at most 3); no connection is opened to a private, loopback, link-local, multicast,
+	// unspecified or CGNAT address after DNS resolution unless the operator allow-listed that
+	// host. Calls are limited per (tenant, integration) and go through a circuit breaker per
+	// (tenant, integration), so one tenant's failing provider does not slow another tenant.
+	// Permission: connections.use; a user-level connection only for its owner — for anyone
+	// else, connection admins included, it answers NOT_FOUND as if it did not exist.
+	// Errors: INVALID_ARGUMENT (path, query, headers or body not allowed, base_url_index out of
+	// range), NOT_FOUND, FAILED_PRECONDITION (the reasons of GetAccessToken; EGRESS_REFUSED: a
+	// redirect off the integration's hosts or a host resolving to an internal address),
+	// RESOURCE_EXHAUSTED (the tenant's rate for this integration, with RetryInfo),
+	// UNAVAILABLE (provider unreachable or timed out, or its circuit open for this tenant, with
+	// RetryInfo), PERMISSION_DENIED.
+	Proxy(context.Context, *ProxyRequest) (*ProxyResponse, error)
 	mustEmbedUnimplementedConnectionServiceServer()
 }
 
@@ -278,6 +331,9 @@ func (UnimplementedConnectionServiceServer) RevokeConnection(context.Context, *R
 }
 func (UnimplementedConnectionServiceServer) GetAccessToken(context.Context, *GetAccessTokenRequest) (*GetAccessTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAccessToken not implemented")
+}
+func (UnimplementedConnectionServiceServer) Proxy(context.Context, *ProxyRequest) (*ProxyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Proxy not implemented")
 }
 func (UnimplementedConnectionServiceServer) mustEmbedUnimplementedConnectionServiceServer() {}
 func (UnimplementedConnectionServiceServer) testEmbeddedByValue()                           {}
@@ -426,6 +482,24 @@ func _ConnectionService_GetAccessToken_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConnectionService_Proxy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProxyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectionServiceServer).Proxy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectionService_Proxy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectionServiceServer).Proxy(ctx, req.(*ProxyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ConnectionService_ServiceDesc is the grpc.ServiceDesc for ConnectionService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -460,6 +534,10 @@ var ConnectionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetAccessToken",
 			Handler:    _ConnectionService_GetAccessToken_Handler,
+		},
+		{
+			MethodName: "Proxy",
+			Handler:    _ConnectionService_Proxy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

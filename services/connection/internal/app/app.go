@@ -25,6 +25,8 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/claims"
 	"github.com/bulkhead/bulkhead/services/connection/internal/broker"
 	"github.com/bulkhead/bulkhead/services/connection/internal/catalog"
+	"github.com/bulkhead/bulkhead/services/connection/internal/egress"
+	"github.com/bulkhead/bulkhead/services/connection/internal/fairness"
 	"github.com/bulkhead/bulkhead/services/connection/internal/store"
 )
 
@@ -82,6 +84,15 @@ type Config struct {
 	// HTTPClient calls providers (token, revocation and test endpoints); nil builds one with
 	// a 10s timeout that follows no redirects.
 	HTTPClient *http.Client
+	// Egress guards Proxy's calls (SSRF); nil builds one with no allow-listed hosts that
+	// accepts http:// only when the catalog allows loopback providers.
+	Egress *egress.Guard
+	// Fairness holds Proxy's rate limit and circuit breaker per (tenant, integration); nil
+	// builds one with fairness's defaults.
+	Fairness *fairness.Set
+	// ProxyMaxResponse bounds the body Proxy returns (default 2 MiB); longer ones are cut
+	// and marked truncated.
+	ProxyMaxResponse int
 	// Now is the clock of every expiry decision; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -102,6 +113,9 @@ type App struct {
 	http        *http.Client
 	now         func() time.Time
 	log         *slog.Logger
+	egress      *egress.Guard
+	fairness    *fairness.Set
+	maxProxyRes int
 
 	// refreshes collapses concurrent refreshes of one connection in this process into one;
 	// the row lock does the same across processes.
@@ -136,6 +150,23 @@ func New(cfg Config) (*App, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Egress == nil {
+		g, err := egress.New(egress.Config{AllowHTTP: cfg.Catalog.AllowsLoopback()})
+		if err != nil {
+			return nil, fmt.Errorf("app: %w", err)
+		}
+		cfg.Egress = g
+	}
+	if cfg.Fairness == nil {
+		f, err := fairness.New(fairness.Config{})
+		if err != nil {
+			return nil, fmt.Errorf("app: %w", err)
+		}
+		cfg.Fairness = f
+	}
+	if cfg.ProxyMaxResponse <= 0 {
+		cfg.ProxyMaxResponse = DefaultProxyMaxResponse
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -144,6 +175,7 @@ func New(cfg Config) (*App, error) {
 		platform: cfg.PlatformApps, callbackURL: cfg.CallbackURL, returnURLs: cfg.ReturnURLPrefixes,
 		margin: cfg.RefreshMargin, checkEvery: cfg.CheckInterval, stateTTL: cfg.StateTTL,
 		http: cfg.HTTPClient, now: cfg.Now, log: cfg.Logger,
+		egress: cfg.Egress, fairness: cfg.Fairness, maxProxyRes: cfg.ProxyMaxResponse,
 	}, nil
 }
 

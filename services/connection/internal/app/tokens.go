@@ -65,26 +65,36 @@ func (a *App) GetAccessToken(ctx context.Context, req TokenRequest) (AccessToken
 	if c.Kind == claims.KindUser && c.Caller == "" {
 		return AccessToken{}, apierr.PermissionDenied("a user's token is accepted here only through a Bulkhead service")
 	}
+	t, _, err := a.credentialFor(ctx, c, req)
+	return t, err
+}
+
+// credentialFor is GetAccessToken's work for the verified caller c, shared by every path that
+// uses a credential (GetAccessToken, Proxy): the connection is read with the use view
+// (useActor), so a user-level connection exists only for its owner. It also returns the
+// connection row as read before any refresh.
+func (a *App) credentialFor(ctx context.Context, c *claims.Claims, req TokenRequest) (AccessToken, store.Connection, error) {
 	actor := useActor(c)
 	conn, err := a.store.GetConnection(ctx, actor, req.ConnectionID)
 	if err != nil {
-		return AccessToken{}, storeError(err, "connection")
+		return AccessToken{}, store.Connection{}, storeError(err, "connection")
 	}
 	if err := usable(conn); err != nil {
-		return AccessToken{}, err
+		return AccessToken{}, store.Connection{}, err
 	}
 	if !a.needsWork(conn, a.now(), req) {
 		cred, err := a.creds.Get(ctx, conn.TenantID, conn.ID, 0)
 		switch {
 		case err == nil && cred.Version == conn.CredentialVersion:
-			return accessToken(conn, cred.Data, cred.Version), nil
+			return accessToken(conn, cred.Data, cred.Version), conn, nil
 		case err != nil && !errors.Is(err, broker.ErrNotFound):
-			return AccessToken{}, err
+			return AccessToken{}, store.Connection{}, err
 		}
 		// The broker holds a version the row does not describe (or none): settle it under
 		// the lock.
 	}
-	return a.sharedRefresh(ctx, actor, conn, req)
+	t, err := a.sharedRefresh(ctx, actor, conn, req)
+	return t, conn, err
 }
 
 // needsWork reports whether conn's credential must be refreshed or tested before use.

@@ -317,6 +317,10 @@ func (c *Catalog) List() []*Provider {
 	return out
 }
 
+// AllowsLoopback reports whether c was built with AllowLoopback (http:// loopback providers of
+// tests), so the proxy's egress guard may accept http:// too.
+func (c *Catalog) AllowsLoopback() bool { return c.opts.allowLoopback }
+
 // Len is the number of providers.
 func (c *Catalog) Len() int { return len(c.providers) }
 

@@ -105,3 +105,30 @@ func (s *connectionServer) GetAccessToken(ctx context.Context, req *connectionv1
 		Username: t.Username, Fields: t.Fields, CredentialVersion: t.CredentialVersion,
 	}, nil
 }
+
+func (s *connectionServer) Proxy(ctx context.Context, req *connectionv1.ProxyRequest) (*connectionv1.ProxyResponse, error) {
+	if err := ownTenant(ctx, req.GetTenantId(), "connection"); err != nil {
+		return nil, err
+	}
+	r, err := s.app.Proxy(ctx, app.ProxyRequest{
+		ConnectionID: req.GetConnectionId(), Method: req.GetMethod(), Path: req.GetPath(),
+		Query: fromParams(req.GetQuery()), Headers: fromParams(req.GetHeaders()), Body: req.GetBody(),
+		BaseURLIndex: int(req.GetBaseUrlIndex()),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &connectionv1.ProxyResponse{Status: int32(r.Status), Body: r.Body, Truncated: r.Truncated}
+	for _, h := range r.Headers {
+		out.Headers = append(out.Headers, &connectionv1.ProxyParam{Name: h.Name, Value: h.Value})
+	}
+	return out, nil
+}
+
+func fromParams(in []*connectionv1.ProxyParam) []app.Param {
+	out := make([]app.Param, len(in))
+	for i, p := range in {
+		out[i] = app.Param{Name: p.GetName(), Value: p.GetValue()}
+	}
+	return out
+}

@@ -25,6 +25,7 @@ func Policy() authz.Policy {
 		connectionv1.ConnectionService_SetConnectionEnabled_FullMethodName:       {Permission: authz.ConnectionsManage},
 		connectionv1.ConnectionService_RevokeConnection_FullMethodName:           {Permission: authz.ConnectionsManage},
 		connectionv1.ConnectionService_GetAccessToken_FullMethodName:             {Permission: authz.ConnectionsUse, Kinds: tokenUsers},
+		connectionv1.ConnectionService_Proxy_FullMethodName:                      {Permission: authz.ConnectionsUse, Kinds: tokenUsers},
 
 		connectionv1.IntegrationService_ListIntegrations_FullMethodName:          {Permission: authz.IntegrationsRead},
 		connectionv1.IntegrationService_GetIntegration_FullMethodName:            {Permission: authz.IntegrationsRead},
