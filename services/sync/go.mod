@@ -5,13 +5,17 @@ go 1.26.0
 replace (
 	github.com/bulkhead/bulkhead/gen => ../../gen
 	github.com/bulkhead/bulkhead/pkg => ../../pkg
+	github.com/bulkhead/bulkhead/services/connection => ../connection
 	github.com/bulkhead/bulkhead/services/identity => ../identity
+	github.com/bulkhead/bulkhead/services/vaultbroker => ../vaultbroker
 )
 
 require (
 	github.com/bulkhead/bulkhead/gen v0.0.0-00010101000000-000000000000
 	github.com/bulkhead/bulkhead/pkg v0.0.0-00010101000000-000000000000
+	github.com/bulkhead/bulkhead/services/connection v0.0.0-00010101000000-000000000000
 	github.com/bulkhead/bulkhead/services/identity v0.0.0-00010101000000-000000000000
+	github.com/bulkhead/bulkhead/services/vaultbroker v0.0.0-00010101000000-000000000000
 )
 
 require (

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/url"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/logging"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/pkg/ratelimit"
+	"github.com/bulkhead/bulkhead/services/sync/internal/connection"
 	"github.com/bulkhead/bulkhead/services/sync/internal/definition"
 	"github.com/bulkhead/bulkhead/services/sync/internal/engine"
 	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
@@ -77,6 +79,9 @@ type Config struct {
 	TenantConcurrency int
 	// WatchKeepAlive is how often an idle WatchChanges stream gets a keep-alive [15s].
 	WatchKeepAlive time.Duration
+	// ConnectionAddr is the connection service's gRPC address: credentials for runs come from
+	// its GetAccessToken (unless Options.Tokens replaces it).
+	ConnectionAddr string
 }
 
 // DefaultConfig returns the defaults; set at least the database and identity settings.
@@ -99,14 +104,19 @@ func (c Config) Validate() error {
 	if c.ClientID == "" || c.ClientSecret == "" {
 		errs = append(errs, errors.New("ClientID and ClientSecret (the service's platform credential) are required"))
 	}
+	for name, u := range c.BaseURLs {
+		if _, err := url.Parse(u); err != nil || name == "" {
+			errs = append(errs, fmt.Errorf("BaseURLs[%q] is not a URL", name))
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // Options are the process-level pieces Start does not read from Config.
 type Options struct {
 	Logger *slog.Logger
-	// Tokens supplies connection credentials. Required until the connection service's
-	// GetAccessToken is wired in.
+	// Tokens, if set, supplies connection credentials instead of the connection service at
+	// Config.ConnectionAddr (tests that run no connection service).
 	Tokens engine.AccessTokens
 	// Fetch tunes outbound calls (nil: fetch's defaults).
 	Fetch *fetch.Config
@@ -136,8 +146,8 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("launch: invalid configuration: %w", err)
 	}
-	if opts.Tokens == nil {
-		return nil, errors.New("launch: Options.Tokens is required")
+	if opts.Tokens == nil && cfg.ConnectionAddr == "" {
+		return nil, errors.New("launch: ConnectionAddr is required (or Options.Tokens)")
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -172,6 +182,17 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	idc, err := identity.New(identity.Config{Conn: conn, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret.Reveal()})
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
+	}
+	tokens := opts.Tokens
+	if tokens == nil {
+		cc, err := grpc.NewClient(cfg.ConnectionAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, fmt.Errorf("launch: connection service at %s: %w", cfg.ConnectionAddr, err)
+		}
+		r.closers = append(r.closers, func() { _ = cc.Close() })
+		if tokens, err = connection.New(connection.Config{Conn: cc, Tenants: idc}); err != nil {
+			return nil, fmt.Errorf("launch: %w", err)
+		}
 	}
 	tenants, err := authn.NewCachedTenantStatus(idc, authn.CachedTenantStatusConfig{TTL: cfg.TenantStatusTTL})
 	if err != nil {
@@ -210,7 +231,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	ecfg := engine.Config{
-		Pool: pool, Definitions: defs, Fetcher: fetcher, Tokens: opts.Tokens, BaseURLs: cfg.BaseURLs,
+		Pool: pool, Definitions: defs, Fetcher: fetcher, Tokens: tokens, BaseURLs: cfg.BaseURLs,
 		Tenants: tenants, Logger: logger, MaxWorkers: cfg.MaxWorkers, TenantConcurrency: cfg.TenantConcurrency,
 		Webhooks: hooks,
 	}

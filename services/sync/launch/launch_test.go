@@ -72,9 +72,17 @@ type harness struct {
 
 func start(t *testing.T, mods ...func(*launch.Options)) *harness {
 	t.Helper()
+	return startOn(t, identitytest.Start(t, identitytest.Options{}),
+		providertest.New(t, providertest.Options{API: providertest.APIOptions{MaxPageSize: 10}}), nil, mods...)
+}
+
+// startOn starts the sync service against identity id and provider p; configure may change
+// its configuration.
+func startOn(t *testing.T, id *identitytest.Identity, p *providertest.Provider, configure func(*launch.Config), mods ...func(*launch.Options)) *harness {
+	t.Helper()
 	h := &harness{
-		id:       identitytest.Start(t, identitytest.Options{}),
-		p:        providertest.New(t, providertest.Options{API: providertest.APIOptions{MaxPageSize: 10}}),
+		id:       id,
+		p:        p,
 		tokens:   &providerTokens{confs: map[string]*clientcredentials.Config{}},
 		finished: make(chan string, 100),
 	}
@@ -96,6 +104,9 @@ func start(t *testing.T, mods ...func(*launch.Options)) *harness {
 			c.FetchPollInterval = 50 * time.Millisecond
 			c.Hooks.RunFinished = func(_, syncID string, _ int64) { h.finished <- syncID }
 		},
+	}
+	if configure != nil {
+		configure(&cfg)
 	}
 	for _, mod := range mods {
 		mod(&opts)

@@ -53,6 +53,17 @@ type AccessTokens interface {
 	AccessToken(ctx context.Context, tenantID, connectionID string) (string, error)
 }
 
+// TokenRefresher is implemented by AccessTokens that can force a new credential after the
+// provider refused one (401); without it the engine just asks AccessToken again.
+type TokenRefresher interface {
+	RefreshAccessToken(ctx context.Context, tenantID, connectionID, rejected string) (string, error)
+}
+
+// ErrCredentialUnusable is wrapped by AccessTokens errors that retrying will not fix (the
+// connection was revoked, disabled, needs re-authorization, or does not exist): the run fails
+// at once and the sync tries again at its next run time.
+var ErrCredentialUnusable = errors.New("engine: the connection's credential is unusable")
+
 // AccessTokensFunc adapts a function to AccessTokens.
 type AccessTokensFunc func(ctx context.Context, tenantID, connectionID string) (string, error)
 

@@ -87,7 +87,11 @@ func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
 	}
 	token, err := e.cfg.Tokens.AccessToken(ctx, a.TenantID, a.ConnectionID)
 	if err != nil {
-		return e.fail(ctx, job, s, fmt.Errorf("engine: access token: %w", err))
+		err = fmt.Errorf("engine: access token: %w", err)
+		if errors.Is(err, ErrCredentialUnusable) {
+			err = river.JobCancel(err)
+		}
+		return e.fail(ctx, job, s, err)
 	}
 	req := fetch.PageRequest{TenantID: a.TenantID, Def: def, BaseURL: baseURL, Token: token, Position: s.Position.PageCursor}
 	if s.Position.Since != nil {
@@ -98,10 +102,19 @@ func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
 	for {
 		page, err := e.cfg.Fetcher.FetchPage(ctx, req)
 		if fetch.Unauthorized(err) && !refreshed {
-			// Tokens can expire mid-run; ask once more (the connection service refreshes).
+			// Tokens can expire or be revoked mid-run: ask for a fresh one, once.
 			refreshed = true
-			if req.Token, err = e.cfg.Tokens.AccessToken(ctx, a.TenantID, a.ConnectionID); err == nil {
+			if r, ok := e.cfg.Tokens.(TokenRefresher); ok {
+				req.Token, err = r.RefreshAccessToken(ctx, a.TenantID, a.ConnectionID, req.Token)
+			} else {
+				req.Token, err = e.cfg.Tokens.AccessToken(ctx, a.TenantID, a.ConnectionID)
+			}
+			if err == nil {
 				continue
+			}
+			err = fmt.Errorf("engine: access token: %w", err)
+			if errors.Is(err, ErrCredentialUnusable) {
+				err = river.JobCancel(err)
 			}
 		}
 		if err != nil {
