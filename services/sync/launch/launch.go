@@ -101,6 +101,9 @@ func (c Config) Validate() error {
 	if c.IdentityAddr == "" || c.IdentityJWKSURL == "" || c.Issuer == "" {
 		errs = append(errs, errors.New("IdentityAddr, IdentityJWKSURL and Issuer are required"))
 	}
+	if c.AppRole == "" {
+		errs = append(errs, errors.New("AppRole is required"))
+	}
 	if c.ClientID == "" || c.ClientSecret == "" {
 		errs = append(errs, errors.New("ClientID and ClientSecret (the service's platform credential) are required"))
 	}
@@ -302,6 +305,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	logger.InfoContext(ctx, "sync started", "grpc_addr", r.GRPCAddr)
 	return r, nil
 }
+
+// Done is closed when the service has stopped.
+func (r *Running) Done() <-chan struct{} { return r.done }
 
 // Wait blocks until the service has stopped and returns why (nil after a requested shutdown).
 func (r *Running) Wait() error {
