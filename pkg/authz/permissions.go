@@ -42,6 +42,8 @@ const (
 	TokensExchange   Permission = "tokens.exchange"
 	TenantsStatus    Permission = "tenants.status"
 	VaultProvision   Permission = "vault.provision"
+	// EventsRead reads identity's outbox across tenants (EventService.ListEvents).
+	EventsRead Permission = "events.read"
 )
 
 // Operator permissions: only platform operators (`op:` principals) hold them.
@@ -74,7 +76,7 @@ var tenantPermissions = []Permission{
 	AuditRead,
 }
 
-var servicePermissions = []Permission{CredentialsRead, CredentialsWrite, TokensExchange, TenantsStatus, VaultProvision}
+var servicePermissions = []Permission{CredentialsRead, CredentialsWrite, TokensExchange, TenantsStatus, VaultProvision, EventsRead}
 
 var operatorPermissions = []Permission{PlatformTenantsRead, PlatformTenantsManage}
 

@@ -39,7 +39,7 @@ const Operator = "operator"
 // DefaultServices are the Bulkhead services Start configures platform credentials for, with
 // their scopes.
 var DefaultServices = map[string][]authz.Permission{
-	"connection":  {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite},
+	"connection":  {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead},
 	"vaultbroker": {authz.TokensExchange, authz.TenantsStatus, authz.VaultProvision},
 	"sync":        {authz.TokensExchange, authz.TenantsStatus},
 }

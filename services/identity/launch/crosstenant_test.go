@@ -127,6 +127,11 @@ func crossTenantCases() map[string]crossTenantCase {
 			return err
 		}},
 		identityv1.TokenService_GetJwks_FullMethodName: {why: "public key set; holds no tenant data"},
+		// Only Bulkhead services holding events.read read the outbox; a tenant's token never does.
+		identityv1.EventService_ListEvents_FullMethodName: {want: codes.PermissionDenied, call: func(ctx context.Context, c clients, _ target) error {
+			_, err := identityv1.NewEventServiceClient(c.conn).ListEvents(ctx, &identityv1.ListEventsRequest{})
+			return err
+		}},
 		identityv1.TokenService_RotateSigningKey_FullMethodName: {want: codes.PermissionDenied, call: func(ctx context.Context, c clients, _ target) error {
 			_, err := c.tokens.RotateSigningKey(ctx, &identityv1.RotateSigningKeyRequest{})
 			return err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -24,6 +25,7 @@ type clients struct {
 	members  identityv1.MemberServiceClient
 	accounts identityv1.ServiceAccountServiceClient
 	tokens   identityv1.TokenServiceClient
+	conn     grpc.ClientConnInterface
 }
 
 func newClients(t *testing.T, id *identitytest.Identity) clients {
@@ -33,6 +35,7 @@ func newClients(t *testing.T, id *identitytest.Identity) clients {
 		members:  identityv1.NewMemberServiceClient(conn),
 		accounts: identityv1.NewServiceAccountServiceClient(conn),
 		tokens:   identityv1.NewTokenServiceClient(conn),
+		conn:     conn,
 	}
 }
 

@@ -213,7 +213,12 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
+	events, err := app.NewEvents(st)
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
 	deps := server.Deps{
+		Events:          events,
 		Tenants:         app.NewTenants(st, clock, tenantStatus.Forget),
 		Members:         app.NewMembers(st),
 		ServiceAccounts: app.NewServiceAccounts(st, clock),

@@ -52,6 +52,9 @@ func Policy() authz.Policy {
 		identityv1.TokenService_ExchangeToken_FullMethodName:    {Permission: authz.TokensExchange, Kinds: []claims.Kind{claims.KindService}, NoTenant: true},
 		identityv1.TokenService_GetJwks_FullMethodName:          {Public: true},
 		identityv1.TokenService_RotateSigningKey_FullMethodName: {Permission: authz.PlatformTenantsManage, Kinds: []claims.Kind{claims.KindOperator}, NoTenant: true},
+
+		// EventService: the outbox of every tenant, for Bulkhead services acting as themselves.
+		identityv1.EventService_ListEvents_FullMethodName: {Permission: authz.EventsRead, Kinds: []claims.Kind{claims.KindService}, NoTenant: true},
 	}
 	// Reflection describes the API, which is public anyway (the protos are published); it lets
 	// grpcurl and mesh tooling work without a token.

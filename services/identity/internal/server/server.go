@@ -32,16 +32,18 @@ type Deps struct {
 	ServiceAccounts *app.ServiceAccounts
 	Tokens          *app.Tokens
 	Keys            SigningKeys
+	Events          *app.Events
 }
 
-// Register registers identity's four services on r.
+// Register registers identity's services on r.
 func Register(r grpc.ServiceRegistrar, d Deps) error {
-	if d.Tenants == nil || d.Members == nil || d.ServiceAccounts == nil || d.Tokens == nil || d.Keys == nil {
+	if d.Tenants == nil || d.Members == nil || d.ServiceAccounts == nil || d.Tokens == nil || d.Keys == nil || d.Events == nil {
 		return errors.New("server: every dependency is required")
 	}
 	identityv1.RegisterTenantServiceServer(r, &tenantServer{tenants: d.Tenants})
 	identityv1.RegisterMemberServiceServer(r, &memberServer{members: d.Members})
 	identityv1.RegisterServiceAccountServiceServer(r, &serviceAccountServer{accounts: d.ServiceAccounts})
 	identityv1.RegisterTokenServiceServer(r, &tokenServer{tokens: d.Tokens, keys: d.Keys})
+	identityv1.RegisterEventServiceServer(r, &eventServer{events: d.Events})
 	return nil
 }
