@@ -27,6 +27,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/pglocal"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/pkg/vaultlocal"
+	connection "github.com/bulkhead/bulkhead/services/connection/launch"
 	identity "github.com/bulkhead/bulkhead/services/identity/launch"
 	broker "github.com/bulkhead/bulkhead/services/vaultbroker/launch"
 )
@@ -45,6 +46,8 @@ type options struct {
 	identityGRPC string
 	identityHTTP string
 	brokerGRPC   string
+	connGRPC     string
+	connHTTP     string
 	prepare      bool
 	logLevel     string
 }
@@ -55,6 +58,8 @@ func run() error {
 	flag.StringVar(&o.identityGRPC, "identity-grpc", "127.0.0.1:7001", "identity gRPC listen address")
 	flag.StringVar(&o.identityHTTP, "identity-http", "127.0.0.1:7080", "identity HTTP (JWKS) listen address")
 	flag.StringVar(&o.brokerGRPC, "vaultbroker-grpc", "127.0.0.1:7003", "vault-broker gRPC listen address")
+	flag.StringVar(&o.connGRPC, "connection-grpc", "127.0.0.1:7002", "connection gRPC listen address")
+	flag.StringVar(&o.connHTTP, "connection-http", "127.0.0.1:7082", "connection HTTP (OAuth2 callback) listen address")
 	flag.BoolVar(&o.prepare, "prepare", false, "only find (or build once) the Vault server, print its path and exit")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
@@ -117,6 +122,12 @@ func run() error {
 		return err
 	}
 
+	connCred, connSecret, err := identity.NewPlatformCredential(identity.KindService, "connection",
+		authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite)
+	if err != nil {
+		return err
+	}
+
 	idDB, err := serviceDatabase(ctx, superURL, "identity")
 	if err != nil {
 		return err
@@ -125,7 +136,7 @@ func run() error {
 	cfg.GRPCAddr, cfg.HTTPAddr = o.identityGRPC, o.identityHTTP
 	cfg.DatabaseURL, cfg.MigrateDatabaseURL = identity.Secret(idDB.app), identity.Secret(idDB.owner)
 	cfg.LogLevel = level
-	cfg.PlatformCredentials = []identity.PlatformCredential{operator, brokerCred}
+	cfg.PlatformCredentials = []identity.PlatformCredential{operator, brokerCred, connCred}
 	// Dev mode generates the key-encryption key. The data directory is kept between runs; with
 	// a fresh dev key identity rotates to a new signing key instead of failing to open the old.
 	cfg.Dev = true
@@ -157,10 +168,28 @@ func run() error {
 	}
 	closers = append(closers, func() { _ = br.Close() })
 
+	cnDB, err := serviceDatabase(ctx, superURL, "connection")
+	if err != nil {
+		return err
+	}
+	ccfg := connection.DefaultConfig()
+	ccfg.GRPCAddr, ccfg.HTTPAddr = o.connGRPC, o.connHTTP
+	ccfg.DatabaseURL, ccfg.MigrateDatabaseURL = connection.Secret(cnDB.app), connection.Secret(cnDB.owner)
+	ccfg.BrokerAddr = br.GRPCAddr
+	ccfg.IdentityAddr, ccfg.IdentityJWKSURL, ccfg.Issuer = id.GRPCAddr, id.JWKSURL, id.Issuer
+	ccfg.ClientID, ccfg.ClientSecret = connCred.ClientID, connection.Secret(connSecret)
+	ccfg.LogLevel = level
+	cn, err := connection.Start(ctx, ccfg, connection.Options{Logger: logger.With("service", "connection")})
+	if err != nil {
+		return fmt.Errorf("connection: %w", err)
+	}
+	closers = append(closers, func() { _ = cn.Close() })
+
 	fmt.Printf(`
 Bulkhead is running.
   identity      gRPC %s   JWKS http://%s/.well-known/jwks.json
   vault-broker  gRPC %s   (vault mode: %s; Vault %s)
+  connection    gRPC %s   OAuth2 callback %s
   operator      client_id=%s client_secret=%s   (shown once)
 
 Try it (grpcurl: 'make tools' puts it in .cache/bin):
@@ -171,7 +200,7 @@ Try it (grpcurl: 'make tools' puts it in .cache/bin):
     %s bulkhead.identity.v1.TokenService/IssueToken
 
 Ctrl-C stops everything.
-`, id.GRPCAddr, id.HTTPAddr, br.GRPCAddr, br.Mode, vlt.Addr(), operator.ClientID, operatorSecret,
+`, id.GRPCAddr, id.HTTPAddr, br.GRPCAddr, br.Mode, vlt.Addr(), cn.GRPCAddr, cn.CallbackURL, operator.ClientID, operatorSecret,
 		id.GRPCAddr, id.GRPCAddr, id.GRPCAddr)
 
 	select {
@@ -182,6 +211,8 @@ Ctrl-C stops everything.
 		return errors.Join(errors.New("identity stopped"), id.Wait())
 	case <-br.Done():
 		return errors.Join(errors.New("vault-broker stopped"), br.Wait())
+	case <-cn.Done():
+		return errors.Join(errors.New("connection stopped"), cn.Wait())
 	}
 }
 
