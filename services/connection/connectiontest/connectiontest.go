@@ -79,6 +79,8 @@ type Options struct {
 	// Proxy configures each instance's Proxy RPC; the provider's host:port (only it, not
 	// its internal server) is always added to AllowHosts.
 	Proxy launch.ProxyOptions
+	// Offboarding configures each instance's consumer of identity's events (on by default).
+	Offboarding launch.OffboardingOptions
 }
 
 // Env is a running connection service (one or more instances) with everything it needs.
@@ -148,7 +150,7 @@ func (e *Env) StartInstance(tb testing.TB) int {
 	defer cancel()
 	proxy := e.opts.Proxy
 	proxy.AllowHosts = append(slices.Clone(proxy.AllowHosts), strings.TrimPrefix(e.Provider.URL, "http://"))
-	r, err := launch.Start(ctx, cfg, launch.Options{Logger: e.opts.Logger, Now: e.opts.Now, Catalog: e.Catalog, Proxy: proxy})
+	r, err := launch.Start(ctx, cfg, launch.Options{Logger: e.opts.Logger, Now: e.opts.Now, Catalog: e.Catalog, Proxy: proxy, Offboarding: e.opts.Offboarding})
 	if err != nil {
 		tb.Fatalf("connectiontest: start connection service: %v", err)
 	}

@@ -98,6 +98,9 @@ type Options struct {
 	ProviderClient *http.Client
 	// Proxy configures the Proxy RPC's egress guard and per (tenant, integration) limits.
 	Proxy ProxyOptions
+	// Offboarding configures the consumer of identity's member.removed and tenant.deleted
+	// events (see offboarding.go).
+	Offboarding OffboardingOptions
 }
 
 // ProxyOptions configure the Proxy RPC. The zero value is production's: no allow-listed
@@ -259,6 +262,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
+	if err := startOffboarding(runCtx, r, opts.Offboarding, db, idConn, idc, uc, logger); err != nil {
+		cancel()
+		return nil, err
+	}
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return runCtx }}
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Run(runCtx, grpcLis) }()

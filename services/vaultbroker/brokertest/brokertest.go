@@ -57,7 +57,7 @@ const ProvisioningService = "provisioner"
 // tenant-scoped token for it.
 var Services = map[string][]authz.Permission{
 	ClientID:            {authz.TokensExchange, authz.TenantsStatus},
-	"connection":        {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite},
+	"connection":        {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead},
 	"sync":              {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead},
 	ProvisioningService: {authz.VaultProvision, authz.TokensExchange},
 }

@@ -77,30 +77,35 @@ func (a *App) SetConnectionEnabled(ctx context.Context, id string, enabled bool)
 func (a *App) RevokeConnection(ctx context.Context, id string) (store.Connection, error) {
 	var out store.Connection
 	err := a.manage(ctx, id, func(ctx context.Context, l store.Locked) error {
-		conn := l.Connection()
-		if conn.Status == store.StatusRevoked && conn.RevocationState != store.RevocationPending {
-			out = conn
-			return nil
-		}
-		state, err := a.revokeAtProvider(ctx, conn)
-		if err != nil {
-			return err
-		}
-		next := time.Time{}
-		if state == store.RevocationPending {
-			next = a.now().Add(time.Duration(conn.RevocationAttempts+1) * time.Minute)
-		}
-		if out, err = l.Revoke(ctx, state, next, a.now()); err != nil {
-			return err
-		}
-		if state == store.RevocationPending {
-			return nil
-		}
-		// The row update commits only if the credential is gone: a failed delete leaves the
-		// connection as it was, to be revoked again.
-		return a.creds.Delete(ctx, conn.TenantID, conn.ID)
+		var err error
+		out, err = a.revokeLocked(ctx, l)
+		return err
 	})
 	return out, err
+}
+
+// revokeLocked is the revocation of a locked connection, shared by RevokeConnection and
+// offboarding (offboard.go); ctx must act for a principal the vault-broker accepts.
+func (a *App) revokeLocked(ctx context.Context, l store.Locked) (store.Connection, error) {
+	conn := l.Connection()
+	if conn.Status == store.StatusRevoked && conn.RevocationState != store.RevocationPending {
+		return conn, nil
+	}
+	state, err := a.revokeAtProvider(ctx, conn)
+	if err != nil {
+		return store.Connection{}, err
+	}
+	next := time.Time{}
+	if state == store.RevocationPending {
+		next = a.now().Add(time.Duration(conn.RevocationAttempts+1) * time.Minute)
+	}
+	out, err := l.Revoke(ctx, state, next, a.now())
+	if err != nil || state == store.RevocationPending {
+		return out, err
+	}
+	// The row update commits only if the credential is gone: a failed delete leaves the
+	// connection as it was, to be revoked again.
+	return out, a.creds.Delete(ctx, conn.TenantID, conn.ID)
 }
 
 // revokeAtProvider revokes conn's tokens at the provider and says how it went.
