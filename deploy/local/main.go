@@ -123,7 +123,7 @@ func run() error {
 	}
 
 	connCred, connSecret, err := identity.NewPlatformCredential(identity.KindService, "connection",
-		authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite)
+		authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead)
 	if err != nil {
 		return err
 	}
