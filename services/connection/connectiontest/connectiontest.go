@@ -258,6 +258,13 @@ func (e *Env) Integrations(tb testing.TB, i int) connectionv1.IntegrationService
 	return connectionv1.NewIntegrationServiceClient(e.conn(tb, i))
 }
 
+// Events returns an EventService client of instance i (the outbox across tenants, for
+// Bulkhead services holding events.read).
+func (e *Env) Events(tb testing.TB, i int) connectionv1.EventServiceClient {
+	tb.Helper()
+	return connectionv1.NewEventServiceClient(e.conn(tb, i))
+}
+
 // ReturnURL is an allowed return URL of every instance.
 const ReturnURL = "https://app.example.com/connected"
 

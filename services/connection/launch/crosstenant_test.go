@@ -21,8 +21,9 @@ import (
 
 // clients are the connection service's two APIs on one instance.
 type clients struct {
-	conns connectionv1.ConnectionServiceClient
-	ints  connectionv1.IntegrationServiceClient
+	conns  connectionv1.ConnectionServiceClient
+	ints   connectionv1.IntegrationServiceClient
+	events connectionv1.EventServiceClient
 }
 
 // target names what a call aims at.
@@ -99,6 +100,10 @@ func calls() map[string]call {
 			}
 			return err
 		},
+		connectionv1.EventService_ListEvents_FullMethodName: func(ctx context.Context, c clients, to target) error {
+			_, err := c.events.ListEvents(ctx, &connectionv1.ListEventsRequest{})
+			return err
+		},
 		connectionv1.IntegrationService_ListIntegrations_FullMethodName: func(ctx context.Context, c clients, to target) error {
 			_, err := c.ints.ListIntegrations(ctx, &connectionv1.ListIntegrationsRequest{TenantId: to.TenantID})
 			return err
@@ -128,6 +133,14 @@ var perConnection = map[string]bool{
 	connectionv1.ConnectionService_Proxy_FullMethodName:                true,
 }
 
+// servicesOnly marks the RPCs no tenant principal may call at all (they span tenants, for
+// Bulkhead services holding events.read): every tenant principal, whatever it targets, gets
+// PERMISSION_DENIED from the policy before any tenant is looked at, so nothing about another
+// tenant can leak either. TestListEvents covers what the services may read.
+var servicesOnly = map[string]bool{
+	connectionv1.EventService_ListEvents_FullMethodName: true,
+}
+
 // world is two tenants: B with an org-level connection and member y's user-level one; A with
 // an owner and a member x.
 type world struct {
@@ -153,7 +166,7 @@ func addMember(t *testing.T, env *connectiontest.Env, owner string, tenant conne
 
 func newWorld(t *testing.T) *world {
 	env := connectiontest.Start(t, connectiontest.Options{})
-	w := &world{env: env, c: clients{conns: env.Connections(t, 0), ints: env.Integrations(t, 0)}}
+	w := &world{env: env, c: clients{conns: env.Connections(t, 0), ints: env.Integrations(t, 0), events: env.Events(t, 0)}}
 	w.a, w.b = env.NewTenant(t, "a"), env.NewTenant(t, "b")
 	w.aOwner, w.bOwner = env.Identity.Token(t, w.a.OwnerKey), env.Identity.Token(t, w.b.OwnerKey)
 	w.bYID, w.bY = addMember(t, env, w.bOwner, w.b, "y@b.example", identityv1.Role_ROLE_MEMBER)
@@ -185,6 +198,14 @@ func TestCrossTenant(t *testing.T) {
 		t.Run(strings.TrimPrefix(method, "/bulkhead.connection.v1."), func(t *testing.T) {
 			check := func(to, absent target) {
 				t.Helper()
+				if servicesOnly[method] {
+					for _, tgt := range []target{to, absent} {
+						if err := call(w.ctxFor(t, w.aOwner), w.c, tgt); status.Code(err) != codes.PermissionDenied {
+							t.Fatalf("A's call %+v: %v, want PermissionDenied", tgt, err)
+						}
+					}
+					return
+				}
 				errB := call(w.ctxFor(t, w.aOwner), w.c, to)
 				if code := status.Code(errB); code != codes.NotFound {
 					t.Fatalf("A's call on B %+v: %v, want NotFound", to, errB)
@@ -259,6 +280,10 @@ func TestCrossUser(t *testing.T) {
 		},
 		connectionv1.ConnectionService_RevokeConnection_FullMethodName: {
 			{"member z", codes.NotFound}, {"viewer", codes.PermissionDenied},
+		},
+		connectionv1.EventService_ListEvents_FullMethodName: {
+			// Services only: no tenant principal reads the outbox, admins included.
+			{"member z", codes.PermissionDenied}, {"viewer", codes.PermissionDenied}, {"admin", codes.PermissionDenied}, {"owner y", codes.PermissionDenied},
 		},
 		connectionv1.IntegrationService_ListIntegrations_FullMethodName: {
 			{"member z", codes.OK}, {"viewer", codes.OK},

@@ -231,9 +231,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
+	st := postgres.New(db)
 	uc, err := app.New(app.Config{
 		Egress: guard, Fairness: fair,
-		Store: postgres.New(db), Catalog: cat, Credentials: broker.New(brokerConn), UserTokens: idc,
+		Store: st, Catalog: cat, Credentials: broker.New(brokerConn), UserTokens: idc,
 		PlatformApps: apps, CallbackURL: r.CallbackURL, ReturnURLPrefixes: cfg.ReturnURLPrefixes,
 		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval, HTTPClient: opts.ProviderClient,
 		Now: opts.Now, Logger: logger,
@@ -249,7 +250,11 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
-	if err := server.Register(gs, uc); err != nil {
+	events, err := app.NewEvents(st)
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	if err := server.Register(gs, uc, events); err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	if err := gs.CheckPolicy(); err != nil {

@@ -30,6 +30,9 @@ func Policy() authz.Policy {
 		connectionv1.IntegrationService_ListIntegrations_FullMethodName:          {Permission: authz.IntegrationsRead},
 		connectionv1.IntegrationService_GetIntegration_FullMethodName:            {Permission: authz.IntegrationsRead},
 		connectionv1.IntegrationService_UpdateIntegrationSettings_FullMethodName: {Permission: authz.IntegrationsManage},
+
+		// The outbox across tenants, for Bulkhead services only (identity's EventService rule).
+		connectionv1.EventService_ListEvents_FullMethodName: {Permission: authz.EventsRead, Kinds: []claims.Kind{claims.KindService}, NoTenant: true},
 	}
 	// Reflection describes the API, whose protos are published anyway.
 	for _, m := range grpcserver.ReflectionMethods {
