@@ -77,6 +77,25 @@ func TestCredentialsEndToEnd(t *testing.T) {
 			_, err := f.sync.PutCredential(ctx, &brokerv1.PutCredentialRequest{TenantId: f.a.ID, ConnectionId: id, Data: v1, ExpectedVersion: 2})
 			return err
 		}, codes.PermissionDenied},
+		{"the sync service may encrypt (sensitive record fields) and decrypt what it sealed", func() error {
+			enc, err := f.sync.Encrypt(ctx, &brokerv1.EncryptRequest{TenantId: f.a.ID, Plaintext: []byte("sealed by sync")})
+			if err != nil {
+				return err
+			}
+			dec, err := f.sync.Decrypt(ctx, &brokerv1.DecryptRequest{TenantId: f.a.ID, Ciphertext: enc.GetCiphertext()})
+			if err == nil && string(dec.GetPlaintext()) != "sealed by sync" {
+				t.Errorf("Decrypt = %q", dec.GetPlaintext())
+			}
+			return err
+		}, codes.OK},
+		{"the sync service may not rotate the key", func() error {
+			_, err := f.sync.RotateKey(ctx, &brokerv1.RotateKeyRequest{TenantId: f.a.ID})
+			return err
+		}, codes.PermissionDenied},
+		{"the sync service may not delete", func() error {
+			_, err := f.sync.DeleteCredential(ctx, &brokerv1.DeleteCredentialRequest{TenantId: f.a.ID, ConnectionId: id})
+			return err
+		}, codes.PermissionDenied},
 		{"oversized credential", func() error {
 			big := map[string]string{}
 			for i := range 17 {

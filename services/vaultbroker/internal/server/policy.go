@@ -21,6 +21,10 @@ var (
 	// credentialWriters may store, delete and encrypt, and rotate the tenant's key:
 	// credentials.write.
 	credentialWriters = []string{"connection"}
+	// encrypters may encrypt with the tenant's key: the sync service seals records' sensitive
+	// fields. Encrypting releases nothing and writes nothing of the tenant's, so it needs less
+	// trust than credentials.write, which sync does not get.
+	encrypters = []string{"connection", "sync"}
 )
 
 // tenantPrincipals are the principals a service may act for: a tenant's user or service
@@ -39,6 +43,7 @@ type DeniedFunc func(ctx context.Context, fullMethod string, c *claims.Claims, r
 func Policy(denied DeniedFunc) authz.Policy {
 	read := authz.Rule{Kinds: tenantPrincipals, Services: credentialReaders, Denied: denied}
 	write := authz.Rule{Kinds: tenantPrincipals, Services: credentialWriters, Denied: denied}
+	encrypt := authz.Rule{Kinds: tenantPrincipals, Services: encrypters, Denied: denied}
 	// Provisioning acts on a tenant named in the request, by a platform service acting as
 	// itself (no tenant): identity or an operator's job. It never touches a secret: it uses
 	// the provisioner's Vault token, which cannot read one.
@@ -52,7 +57,7 @@ func Policy(denied DeniedFunc) authz.Policy {
 		brokerv1.BrokerService_GetCredential_FullMethodName:          read,
 		brokerv1.BrokerService_DeleteCredential_FullMethodName:       write,
 		brokerv1.BrokerService_ListCredentialVersions_FullMethodName: read,
-		brokerv1.BrokerService_Encrypt_FullMethodName:                write,
+		brokerv1.BrokerService_Encrypt_FullMethodName:                encrypt,
 		brokerv1.BrokerService_Decrypt_FullMethodName:                read,
 		// Rotating needs the tenant's own Vault token (the provisioner's policy cannot rotate),
 		// so it is a tenant call like a write, not a provisioning one.
