@@ -28,6 +28,10 @@ const (
 	EnvIdentityJWKSURL = "BULKHEAD_IDENTITY_JWKS_URL"
 	EnvIssuer          = "BULKHEAD_ISSUER"
 	EnvTenantStatusTTL = "BULKHEAD_TENANT_STATUS_TTL"
+	// EnvBrokerAddr is the vault-broker's gRPC address (sensitive fields); EnvRecordHashKey keys
+	// the content hashes of records with sensitive fields (at least 32 characters, secret).
+	EnvBrokerAddr    = "BULKHEAD_VAULTBROKER_ADDR"
+	EnvRecordHashKey = "BULKHEAD_SYNC_RECORD_HASH_KEY"
 )
 
 // ConfigFromEnv reads the configuration from the environment through getenv, over
@@ -62,6 +66,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str(EnvClientID, &c.ClientID)
 	secret(EnvClientSecret, &c.ClientSecret)
 	str(EnvConnectionAddr, &c.ConnectionAddr)
+	str(EnvBrokerAddr, &c.BrokerAddr)
+	secret(EnvRecordHashKey, &c.RecordHashKey)
 	str(EnvIdentityAddr, &c.IdentityAddr)
 	str(EnvIdentityJWKSURL, &c.IdentityJWKSURL)
 	str(EnvIssuer, &c.Issuer)

@@ -25,11 +25,13 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/logging"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/pkg/ratelimit"
+	"github.com/bulkhead/bulkhead/services/sync/internal/broker"
 	"github.com/bulkhead/bulkhead/services/sync/internal/connection"
 	"github.com/bulkhead/bulkhead/services/sync/internal/definition"
 	"github.com/bulkhead/bulkhead/services/sync/internal/engine"
 	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
 	"github.com/bulkhead/bulkhead/services/sync/internal/identity"
+	"github.com/bulkhead/bulkhead/services/sync/internal/seal"
 	"github.com/bulkhead/bulkhead/services/sync/internal/server"
 	"github.com/bulkhead/bulkhead/services/sync/internal/webhook"
 	"github.com/bulkhead/bulkhead/services/sync/migrations"
@@ -82,6 +84,14 @@ type Config struct {
 	// ConnectionAddr is the connection service's gRPC address: credentials for runs come from
 	// its GetAccessToken (unless Options.Tokens replaces it).
 	ConnectionAddr string
+	// BrokerAddr is the vault-broker's gRPC address: it encrypts and decrypts the sensitive
+	// fields of models that list some (definition.SensitiveFields). Empty: runs of such models
+	// are cancelled and their stored records cannot be read.
+	BrokerAddr string
+	// RecordHashKey keys the content hashes of records with sensitive fields (HMAC-SHA256 of
+	// the plaintext, see internal/seal); required with BrokerAddr, at least 32 characters.
+	// Changing it makes the next run rewrite (and emit) every such record once.
+	RecordHashKey Secret
 }
 
 // DefaultConfig returns the defaults; set at least the database and identity settings.
@@ -107,6 +117,9 @@ func (c Config) Validate() error {
 	if c.ClientID == "" || c.ClientSecret == "" {
 		errs = append(errs, errors.New("ClientID and ClientSecret (the service's platform credential) are required"))
 	}
+	if c.BrokerAddr != "" && len(c.RecordHashKey) < minHashKey {
+		errs = append(errs, fmt.Errorf("RecordHashKey of at least %d characters is required with BrokerAddr", minHashKey))
+	}
 	for name, u := range c.BaseURLs {
 		if _, err := url.Parse(u); err != nil || name == "" {
 			errs = append(errs, fmt.Errorf("BaseURLs[%q] is not a URL", name))
@@ -114,6 +127,8 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+const minHashKey = 32
 
 // Options are the process-level pieces Start does not read from Config.
 type Options struct {
@@ -233,10 +248,19 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
+	var cipher seal.Cipher
+	if cfg.BrokerAddr != "" {
+		bc, bconn, err := broker.Dial(cfg.BrokerAddr, idc)
+		if err != nil {
+			return nil, fmt.Errorf("launch: vault-broker at %s: %w", cfg.BrokerAddr, err)
+		}
+		r.closers = append(r.closers, func() { _ = bconn.Close() })
+		cipher = bc
+	}
 	ecfg := engine.Config{
 		Pool: pool, Definitions: defs, Fetcher: fetcher, Tokens: tokens, BaseURLs: cfg.BaseURLs,
 		Tenants: tenants, Logger: logger, MaxWorkers: cfg.MaxWorkers, TenantConcurrency: cfg.TenantConcurrency,
-		Webhooks: hooks,
+		Webhooks: hooks, Cipher: cipher, HashKey: []byte(cfg.RecordHashKey.Reveal()),
 	}
 	if opts.Engine != nil {
 		opts.Engine(&ecfg)
@@ -258,7 +282,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	hub := server.NewHub(pool, logger)
-	syncv1.RegisterSyncServiceServer(gs, server.NewSyncs(eng, hub, cfg.WatchKeepAlive))
+	syncv1.RegisterSyncServiceServer(gs, server.NewSyncs(eng, hub, cipher, cfg.WatchKeepAlive))
 	syncv1.RegisterWebhookServiceServer(gs, server.NewWebhooks(hooks, eng))
 
 	var lc net.ListenConfig

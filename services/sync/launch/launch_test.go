@@ -68,6 +68,7 @@ type harness struct {
 	p        *providertest.Provider
 	tokens   *providerTokens
 	finished chan string // sync ids whose run finished
+	db       *testenv.Database
 }
 
 func start(t *testing.T, mods ...func(*launch.Options)) *harness {
@@ -87,6 +88,7 @@ func startOn(t *testing.T, id *identitytest.Identity, p *providertest.Provider, 
 		finished: make(chan string, 100),
 	}
 	db := testenv.NewDatabase(t, testenv.DBSpec{Name: "sync", Migrations: migrations.FS})
+	h.db = db
 	cfg := launch.DefaultConfig()
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.DatabaseURL = launch.Secret(db.AppURL)

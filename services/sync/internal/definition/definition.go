@@ -78,6 +78,9 @@ type Definition struct {
 	UpdatedAt       string        `yaml:"updated_at"`
 	UpdatedAtFormat string        `yaml:"updated_at_format"`
 	DefaultFreq     time.Duration `yaml:"default_frequency"`
+	// SensitiveFields are dot paths of fields whose values are stored encrypted with the
+	// tenant's transit key (vault-broker) and decrypted for readers of the feed.
+	SensitiveFields []string `yaml:"sensitive_fields"`
 }
 
 // SupportsIncremental reports whether runs can fetch only what changed.
@@ -229,6 +232,12 @@ func (d *Definition) check() error {
 	}
 	if err := checkFormat(d.UpdatedAtFormat); err != nil {
 		return fmt.Errorf("updated_at_format: %w", err)
+	}
+	for _, f := range d.SensitiveFields {
+		// The key and the update time are needed in clear: the store keys and orders by them.
+		if !pathPattern.MatchString(f) || f == d.PrimaryKey || f == d.UpdatedAt {
+			return fmt.Errorf("sensitive_fields: %q must be a dot path other than primary_key and updated_at", f)
+		}
 	}
 	return nil
 }

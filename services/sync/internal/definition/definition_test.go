@@ -35,6 +35,8 @@ func TestParseRefusesBadDefinitions(t *testing.T) {
 		{"incremental without updated_at", base + "    pagination: {style: link, page_size: 10}\n    incremental: {param: since}\n"},
 		{"plain http base", base + "    pagination: {style: link, page_size: 10}\n    base_url: http://api.example.com\n"},
 		{"too frequent", strings.Replace(base, "1h", "10s", 1) + "    pagination: {style: link, page_size: 10}\n"},
+		{"sensitive primary key", base + "    pagination: {style: link, page_size: 10}\n    sensitive_fields: [id]\n"},
+		{"sensitive field not a path", base + "    pagination: {style: link, page_size: 10}\n    sensitive_fields: [\"a..b\"]\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -36,6 +36,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/services/sync/internal/definition"
 	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
+	"github.com/bulkhead/bulkhead/services/sync/internal/seal"
 	"github.com/bulkhead/bulkhead/services/sync/internal/webhook"
 )
 
@@ -114,7 +115,12 @@ type Config struct {
 	SoftStopTimeout time.Duration
 	// Webhooks, if set, receives sync events into its outbox (in the transactions that cause
 	// them) and works its deliveries on River's Queue webhook.Queue with WebhookWorkers [10].
-	Webhooks       *webhook.Dispatcher
+	Webhooks *webhook.Dispatcher
+	// Cipher seals the sensitive fields of models that list some (the vault-broker), and
+	// HashKey keys their content hashes (seal.Hash). Without both, runs of such models are
+	// cancelled: their values are never stored in clear.
+	Cipher         seal.Cipher
+	HashKey        []byte
 	WebhookWorkers int
 	// Hooks are test signals; nil fields are skipped.
 	Hooks Hooks

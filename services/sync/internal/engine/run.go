@@ -13,9 +13,27 @@ import (
 
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
+	"github.com/bulkhead/bulkhead/services/sync/internal/seal"
 	"github.com/bulkhead/bulkhead/services/sync/internal/store"
 	"github.com/bulkhead/bulkhead/services/sync/internal/webhook"
 )
+
+// seal hashes each record's plaintext with the service's key, then replaces its sensitive
+// fields by the tenant's ciphertext (one broker call per record, a bounded number at once).
+func (e *Engine) seal(ctx context.Context, tenantID string, fields []string, recs []store.PageRecord) error {
+	payloads := make([][]byte, len(recs))
+	for i := range recs {
+		recs[i].Hash = seal.Hash(e.cfg.HashKey, recs[i].Payload)
+		payloads[i] = recs[i].Payload
+	}
+	if err := seal.SealAll(ctx, e.cfg.Cipher, tenantID, fields, payloads); err != nil {
+		return fmt.Errorf("engine: sealing sensitive fields: %w", err)
+	}
+	for i := range recs {
+		recs[i].Payload = payloads[i]
+	}
+	return nil
+}
 
 // errTenantInactive cancels the jobs of a suspended or deleted tenant.
 var errTenantInactive = errors.New("engine: tenant is suspended or deleted")
@@ -78,6 +96,11 @@ func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
 	if !ok {
 		return e.fail(ctx, job, s, river.JobCancel(fmt.Errorf("engine: no sync definition for %s/%s", s.Integration, s.Model)))
 	}
+	sensitive := def.SensitiveFields
+	if len(sensitive) > 0 && (e.cfg.Cipher == nil || len(e.cfg.HashKey) == 0) {
+		// Never store a sensitive value in clear: the run waits for a configuration that can seal it.
+		return e.fail(ctx, job, s, river.JobCancel(fmt.Errorf("engine: %s/%s: %w", s.Integration, s.Model, seal.ErrNoCipher)))
+	}
 	baseURL := def.BaseURL
 	if baseURL == "" {
 		baseURL = e.cfg.BaseURLs[s.Integration]
@@ -135,6 +158,14 @@ func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
 		recs := make([]store.PageRecord, len(page.Records))
 		for i, r := range page.Records {
 			recs[i] = store.PageRecord{ExternalID: r.ExternalID, Payload: r.Payload, UpdatedAt: r.UpdatedAt}
+		}
+		if len(sensitive) > 0 {
+			if err := e.seal(ctx, a.TenantID, sensitive, recs); err != nil {
+				if ctx.Err() != nil {
+					return e.interrupted(ctx, err)
+				}
+				return e.fail(ctx, job, s, err)
+			}
 		}
 		last := page.Next == ""
 		err = e.db.InTx(ctx, scope, func(tx pgx.Tx) error {

@@ -25,6 +25,10 @@ import (
 // AudienceIdentity is the only audience of the service's own token towards identity.
 const AudienceIdentity = "bulkhead.identity"
 
+// AudienceVaultBroker is the service token's second audience: it is also sent as
+// x-bulkhead-service-token on calls to the vault-broker (Encrypt and Decrypt of sensitive fields).
+const AudienceVaultBroker = "bulkhead.vaultbroker"
+
 // Config configures a Client.
 type Config struct {
 	// Conn is a connection to identity's gRPC server; the Client does not close it.
@@ -86,7 +90,7 @@ func (c *Client) ServiceToken(ctx context.Context) (string, error) {
 	defer cancel()
 	resp, err := c.tokens.IssueToken(ctx, &identityv1.IssueTokenRequest{
 		Credential: &identityv1.IssueTokenRequest_Platform{Platform: &identityv1.PlatformCredential{ClientId: c.id, ClientSecret: c.sec}},
-		Audience:   []string{AudienceIdentity},
+		Audience:   []string{AudienceIdentity, AudienceVaultBroker},
 	})
 	if err != nil {
 		if c.token != "" && now.Add(10*time.Second).Before(c.expireAt) {

@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	syncv1 "github.com/bulkhead/bulkhead/gen/bulkhead/sync/v1"
@@ -22,6 +24,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/claims"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/services/sync/internal/engine"
+	"github.com/bulkhead/bulkhead/services/sync/internal/seal"
 	"github.com/bulkhead/bulkhead/services/sync/internal/store"
 )
 
@@ -50,14 +53,49 @@ type Syncs struct {
 	// keepAlive is how often WatchChanges sends an empty message when nothing changes, and the
 	// longest it waits for a notification before looking anyway.
 	keepAlive time.Duration
+	// cipher opens sealed sensitive fields for readers of the feed; nil when no broker is
+	// configured (then a feed holding sealed records answers FAILED_PRECONDITION).
+	cipher seal.Cipher
 }
 
-// NewSyncs returns the SyncService handlers.
-func NewSyncs(e *engine.Engine, hub *Hub, keepAlive time.Duration) *Syncs {
+// NewSyncs returns the SyncService handlers; cipher (the vault-broker, may be nil) decrypts
+// sensitive fields for ListRecords and WatchChanges.
+func NewSyncs(e *engine.Engine, hub *Hub, cipher seal.Cipher, keepAlive time.Duration) *Syncs {
 	if keepAlive <= 0 {
 		keepAlive = 15 * time.Second
 	}
-	return &Syncs{engine: e, db: e.DB(), hub: hub, keepAlive: keepAlive}
+	return &Syncs{engine: e, db: e.DB(), hub: hub, cipher: cipher, keepAlive: keepAlive}
+}
+
+// recordsToProto renders records for a reader the policy allowed, their sensitive fields
+// decrypted by the broker acting for the tenant (not for the caller: the caller's permission
+// was records.read, checked already; the broker answers for svc:sync within the tenant).
+func (s *Syncs) recordsToProto(ctx context.Context, tenantID string, recs []store.Record) ([]*syncv1.Record, error) {
+	payloads := make([][]byte, len(recs))
+	for i, r := range recs {
+		payloads[i] = r.Payload
+	}
+	if err := seal.OpenAll(ctx, s.cipher, tenantID, payloads); err != nil {
+		switch status.Code(err) {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+			return nil, apierr.Unavailable("vault-broker", 0).WithCause(err)
+		case codes.Canceled:
+			return nil, err
+		}
+		// The tenant's key is gone (deprovisioned: crypto-shredded) or no broker is configured:
+		// asking again will not help.
+		return nil, apierr.FailedPrecondition("sealed_fields_unreadable", "the records' sensitive fields cannot be decrypted").WithCause(err)
+	}
+	out := make([]*syncv1.Record, len(recs))
+	for i, r := range recs {
+		r.Payload = payloads[i]
+		pr, err := recordToProto(r)
+		if err != nil {
+			return nil, apierr.Internal(err)
+		}
+		out[i] = pr
+	}
+	return out, nil
 }
 
 var _ syncv1.SyncServiceServer = (*Syncs)(nil)
@@ -229,13 +267,11 @@ func (s *Syncs) ListRecords(ctx context.Context, req *syncv1.ListRecordsRequest)
 	if len(recs) > size {
 		recs, resp.HasMore = recs[:size], true
 	}
-	for _, r := range recs {
-		pr, err := recordToProto(r)
-		if err != nil {
-			return nil, apierr.Internal(err)
-		}
-		resp.Records = append(resp.Records, pr)
-		resp.NextCursor = store.EncodeCursor(r.Seq)
+	if resp.Records, err = s.recordsToProto(ctx, sc.TenantID, recs); err != nil {
+		return nil, err
+	}
+	if len(recs) > 0 {
+		resp.NextCursor = store.EncodeCursor(recs[len(recs)-1].Seq)
 	}
 	return resp, nil
 }

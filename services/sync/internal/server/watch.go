@@ -56,15 +56,12 @@ func (s *Syncs) WatchChanges(req *syncv1.WatchChangesRequest, stream syncv1.Sync
 			return err
 		}
 		if len(recs) > 0 {
-			msg := &syncv1.WatchChangesResponse{}
-			for _, r := range recs {
-				pr, err := recordToProto(r)
-				if err != nil {
-					return apierr.Internal(err)
-				}
-				msg.Records = append(msg.Records, pr)
-				after = r.Seq
+			out, err := s.recordsToProto(ctx, sc.TenantID, recs)
+			if err != nil {
+				return err
 			}
+			msg := &syncv1.WatchChangesResponse{Records: out}
+			after = recs[len(recs)-1].Seq
 			msg.Cursor = store.EncodeCursor(after)
 			if err := stream.Send(msg); err != nil {
 				return err

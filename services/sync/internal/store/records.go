@@ -19,6 +19,9 @@ type PageRecord struct {
 	// Payload is canonical JSON (see definition.Record); Hash is computed from it.
 	Payload   []byte
 	UpdatedAt time.Time // zero: the provider has no update time
+	// Hash, if set, is the record's content hash; nil: SHA-256 of Payload. Records with sealed
+	// fields set it (seal.Hash of the plaintext), since their stored payload differs per write.
+	Hash []byte
 }
 
 // PageResult counts what a page changed.
@@ -112,7 +115,11 @@ func upsert(ctx context.Context, tx Tx, tenantID, connectionID, model string, ru
 	payloads := make([]string, 0, len(recs))
 	updated := make([]*time.Time, 0, len(recs))
 	for _, r := range recs {
-		sum := sha256.Sum256(r.Payload)
+		sum := r.Hash
+		if sum == nil {
+			h := sha256.Sum256(r.Payload)
+			sum = h[:]
+		}
 		var ua *time.Time
 		if !r.UpdatedAt.IsZero() {
 			t := r.UpdatedAt
@@ -122,12 +129,12 @@ func upsert(ctx context.Context, tx Tx, tenantID, connectionID, model string, ru
 			}
 		}
 		if i, ok := seen[r.ExternalID]; ok {
-			hashes[i], payloads[i], updated[i] = sum[:], string(r.Payload), ua
+			hashes[i], payloads[i], updated[i] = sum, string(r.Payload), ua
 			continue
 		}
 		seen[r.ExternalID] = len(ids)
 		ids = append(ids, r.ExternalID)
-		hashes = append(hashes, sum[:])
+		hashes = append(hashes, sum)
 		payloads = append(payloads, string(r.Payload))
 		updated = append(updated, ua)
 	}
