@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +30,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/vaultlocal"
 	connection "github.com/bulkhead/bulkhead/services/connection/launch"
 	identity "github.com/bulkhead/bulkhead/services/identity/launch"
+	syncsvc "github.com/bulkhead/bulkhead/services/sync/launch"
 	broker "github.com/bulkhead/bulkhead/services/vaultbroker/launch"
 )
 
@@ -48,6 +50,7 @@ type options struct {
 	brokerGRPC   string
 	connGRPC     string
 	connHTTP     string
+	syncGRPC     string
 	prepare      bool
 	logLevel     string
 }
@@ -60,6 +63,7 @@ func run() error {
 	flag.StringVar(&o.brokerGRPC, "vaultbroker-grpc", "127.0.0.1:7003", "vault-broker gRPC listen address")
 	flag.StringVar(&o.connGRPC, "connection-grpc", "127.0.0.1:7002", "connection gRPC listen address")
 	flag.StringVar(&o.connHTTP, "connection-http", "127.0.0.1:7082", "connection HTTP (OAuth2 callback) listen address")
+	flag.StringVar(&o.syncGRPC, "sync-grpc", "127.0.0.1:7004", "sync gRPC listen address")
 	flag.BoolVar(&o.prepare, "prepare", false, "only find (or build once) the Vault server, print its path and exit")
 	flag.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	flag.Parse()
@@ -128,6 +132,14 @@ func run() error {
 		return err
 	}
 
+	// sync's background runs act as svc:sync within a tenant: connections.use for the
+	// connection service's GetAccessToken; credentials.read as the broker's tests grant it.
+	syncCred, syncSecret, err := identity.NewPlatformCredential(identity.KindService, "sync",
+		authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.ConnectionsUse)
+	if err != nil {
+		return err
+	}
+
 	idDB, err := serviceDatabase(ctx, superURL, "identity")
 	if err != nil {
 		return err
@@ -136,7 +148,7 @@ func run() error {
 	cfg.GRPCAddr, cfg.HTTPAddr = o.identityGRPC, o.identityHTTP
 	cfg.DatabaseURL, cfg.MigrateDatabaseURL = identity.Secret(idDB.app), identity.Secret(idDB.owner)
 	cfg.LogLevel = level
-	cfg.PlatformCredentials = []identity.PlatformCredential{operator, brokerCred, connCred}
+	cfg.PlatformCredentials = []identity.PlatformCredential{operator, brokerCred, connCred, syncCred}
 	// Dev mode generates the key-encryption key. The data directory is kept between runs; with
 	// a fresh dev key identity rotates to a new signing key instead of failing to open the old.
 	cfg.Dev = true
@@ -185,11 +197,33 @@ func run() error {
 	}
 	closers = append(closers, func() { _ = cn.Close() })
 
+	snDB, err := serviceDatabase(ctx, superURL, "sync")
+	if err != nil {
+		return err
+	}
+	hashKey, err := persistentKey(filepath.Join(o.dataDir, "sync-record-hash-key"))
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	scfg := syncsvc.DefaultConfig()
+	scfg.GRPCAddr = o.syncGRPC
+	scfg.DatabaseURL, scfg.MigrateDatabaseURL = syncsvc.Secret(snDB.app), syncsvc.Secret(snDB.owner)
+	scfg.AppRole = "sync_app"
+	scfg.IdentityAddr, scfg.IdentityJWKSURL, scfg.Issuer = id.GRPCAddr, id.JWKSURL, id.Issuer
+	scfg.ClientID, scfg.ClientSecret = syncCred.ClientID, syncsvc.Secret(syncSecret)
+	scfg.ConnectionAddr, scfg.BrokerAddr, scfg.RecordHashKey = cn.GRPCAddr, br.GRPCAddr, syncsvc.Secret(hashKey)
+	sn, err := syncsvc.Start(ctx, scfg, syncsvc.Options{Logger: logger.With("service", "sync")})
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	closers = append(closers, func() { _ = sn.Close() })
+
 	fmt.Printf(`
 Bulkhead is running.
   identity      gRPC %s   JWKS http://%s/.well-known/jwks.json
   vault-broker  gRPC %s   (vault mode: %s; Vault %s)
   connection    gRPC %s   OAuth2 callback %s
+  sync          gRPC %s
   operator      client_id=%s client_secret=%s   (shown once)
 
 Try it (grpcurl: 'make tools' puts it in .cache/bin):
@@ -200,7 +234,7 @@ Try it (grpcurl: 'make tools' puts it in .cache/bin):
     %s bulkhead.identity.v1.TokenService/IssueToken
 
 Ctrl-C stops everything.
-`, id.GRPCAddr, id.HTTPAddr, br.GRPCAddr, br.Mode, vlt.Addr(), cn.GRPCAddr, cn.CallbackURL, operator.ClientID, operatorSecret,
+`, id.GRPCAddr, id.HTTPAddr, br.GRPCAddr, br.Mode, vlt.Addr(), cn.GRPCAddr, cn.CallbackURL, sn.GRPCAddr, operator.ClientID, operatorSecret,
 		id.GRPCAddr, id.GRPCAddr, id.GRPCAddr)
 
 	select {
@@ -213,6 +247,8 @@ Ctrl-C stops everything.
 		return errors.Join(errors.New("vault-broker stopped"), br.Wait())
 	case <-cn.Done():
 		return errors.Join(errors.New("connection stopped"), cn.Wait())
+	case <-sn.Done():
+		return errors.Join(errors.New("sync stopped"), sn.Wait())
 	}
 }
 
@@ -252,4 +288,22 @@ func serviceDatabase(ctx context.Context, superURL, name string) (databaseURLs, 
 	owner := u.String()
 	u.User = url.UserPassword(roles.App, roles.Password)
 	return databaseURLs{owner: owner, app: u.String()}, nil
+}
+
+// persistentKey returns the key kept in path, creating a random one the first time. The sync
+// service's record hash key must outlive a restart (the database does): a new key would make
+// the next runs rewrite every record with sensitive fields.
+func persistentKey(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(b) >= 32 {
+		return string(b), nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	key := fmt.Sprintf("%x", b)
+	if err := os.WriteFile(path, []byte(key), 0o600); err != nil {
+		return "", fmt.Errorf("record hash key: %w", err)
+	}
+	return key, nil
 }

@@ -41,7 +41,9 @@ const Operator = "operator"
 var DefaultServices = map[string][]authz.Permission{
 	"connection":  {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead},
 	"vaultbroker": {authz.TokensExchange, authz.TenantsStatus, authz.VaultProvision},
-	"sync":        {authz.TokensExchange, authz.TenantsStatus},
+	// sync's background runs act as svc:sync within the tenant: GetAccessToken on the
+	// connection service needs connections.use; credentials.read as brokertest.Services has it.
+	"sync": {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.ConnectionsUse},
 }
 
 // Options configures Start. The zero value is a good default.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	identityv1 "github.com/bulkhead/bulkhead/gen/bulkhead/identity/v1"
@@ -383,5 +384,33 @@ func TestSuspendedTenantsJobsAreCancelled(t *testing.T) {
 	}
 	if parked.JobID != nil || parked.NextRunAt == nil || time.Until(*parked.NextRunAt) < 30*time.Minute {
 		t.Fatalf("suspended tenant's sync: job %v next run %v", parked.JobID, parked.NextRunAt)
+	}
+}
+
+// TestReflectionIsPublic: grpcurl can list the API without a token (it only describes the
+// published protos); every other method still needs one.
+func TestReflectionIsPublic(t *testing.T) {
+	h := start(t)
+	stream, err := reflectionpb.NewServerReflectionClient(h.conn).ServerReflectionInfo(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("reflection without a token: %v", err)
+	}
+	found := false
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		found = found || s.GetName() == syncv1.SyncService_ServiceDesc.ServiceName
+	}
+	if !found {
+		t.Fatalf("services = %v, want %s", resp.GetListServicesResponse().GetService(), syncv1.SyncService_ServiceDesc.ServiceName)
+	}
+	_, err = h.client.ListSyncs(testCtx(t), &syncv1.ListSyncsRequest{})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("ListSyncs without a token = %v, want UNAUTHENTICATED", err)
 	}
 }

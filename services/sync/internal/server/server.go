@@ -22,6 +22,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/apierr"
 	"github.com/bulkhead/bulkhead/pkg/authz"
 	"github.com/bulkhead/bulkhead/pkg/claims"
+	"github.com/bulkhead/bulkhead/pkg/grpcserver"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/services/sync/internal/engine"
 	"github.com/bulkhead/bulkhead/services/sync/internal/seal"
@@ -32,7 +33,7 @@ import (
 // accounts); a method missing here is refused.
 func Policy() authz.Policy {
 	const svc = "/bulkhead.sync.v1.SyncService/"
-	return authz.Policy{
+	p := authz.Policy{
 		svc + "StartSync":     {Permission: authz.SyncsManage},
 		svc + "PauseSync":     {Permission: authz.SyncsManage},
 		svc + "ResumeSync":    {Permission: authz.SyncsManage},
@@ -42,6 +43,11 @@ func Policy() authz.Policy {
 		svc + "ListRecords":   {Permission: authz.RecordsRead},
 		svc + "WatchChanges":  {Permission: authz.RecordsRead},
 	}
+	// Reflection only describes the API, whose protos are published anyway (grpcurl list).
+	for _, m := range grpcserver.ReflectionMethods {
+		p[m] = authz.Rule{Public: true}
+	}
+	return p
 }
 
 // Syncs implements SyncService.
