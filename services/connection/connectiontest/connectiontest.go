@@ -81,6 +81,9 @@ type Options struct {
 	Proxy launch.ProxyOptions
 	// Offboarding configures each instance's consumer of identity's events (on by default).
 	Offboarding launch.OffboardingOptions
+	// Worker, if set, configures each instance's background worker. Nil turns it off, so
+	// tests that count provider requests see only the ones they cause.
+	Worker *launch.WorkerOptions
 }
 
 // Env is a running connection service (one or more instances) with everything it needs.
@@ -150,7 +153,11 @@ func (e *Env) StartInstance(tb testing.TB) int {
 	defer cancel()
 	proxy := e.opts.Proxy
 	proxy.AllowHosts = append(slices.Clone(proxy.AllowHosts), strings.TrimPrefix(e.Provider.URL, "http://"))
-	r, err := launch.Start(ctx, cfg, launch.Options{Logger: e.opts.Logger, Now: e.opts.Now, Catalog: e.Catalog, Proxy: proxy, Offboarding: e.opts.Offboarding})
+	work := launch.WorkerOptions{Disabled: true}
+	if e.opts.Worker != nil {
+		work = *e.opts.Worker
+	}
+	r, err := launch.Start(ctx, cfg, launch.Options{Logger: e.opts.Logger, Now: e.opts.Now, Catalog: e.Catalog, Proxy: proxy, Offboarding: e.opts.Offboarding, Worker: work})
 	if err != nil {
 		tb.Fatalf("connectiontest: start connection service: %v", err)
 	}

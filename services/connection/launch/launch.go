@@ -101,6 +101,9 @@ type Options struct {
 	// Offboarding configures the consumer of identity's member.removed and tenant.deleted
 	// events (see offboarding.go).
 	Offboarding OffboardingOptions
+	// Worker configures the background worker: pending revocations and proactive refreshes
+	// (see worker.go).
+	Worker WorkerOptions
 }
 
 // ProxyOptions configure the Proxy RPC. The zero value is production's: no allow-listed
@@ -268,6 +271,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
 	if err := startOffboarding(runCtx, r, opts.Offboarding, db, idConn, idc, uc, logger); err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := startWorker(runCtx, r, opts.Worker, cfg, st, uc, opts.Now, logger); err != nil {
 		cancel()
 		return nil, err
 	}

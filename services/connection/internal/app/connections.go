@@ -97,7 +97,7 @@ func (a *App) revokeLocked(ctx context.Context, l store.Locked) (store.Connectio
 	}
 	next := time.Time{}
 	if state == store.RevocationPending {
-		next = a.now().Add(time.Duration(conn.RevocationAttempts+1) * time.Minute)
+		next = a.now().Add(revocationBackoff(conn.RevocationAttempts))
 	}
 	out, err := l.Revoke(ctx, state, next, a.now())
 	if err != nil || state == store.RevocationPending {

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"errors"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -119,7 +118,7 @@ func (a *App) offboard(ctx context.Context, tenantID string, f store.Filter, mat
 			if conn.Status == store.StatusRevoked {
 				return nil // already pending; nothing new to record
 			}
-			next := a.now().Add(time.Duration(conn.RevocationAttempts+1) * time.Minute)
+			next := a.now().Add(revocationBackoff(conn.RevocationAttempts))
 			if _, err := l.Revoke(ctx, store.RevocationPending, next, a.now()); err != nil {
 				return err
 			}

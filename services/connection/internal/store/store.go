@@ -353,3 +353,45 @@ type EventLog interface {
 	// behind a cursor already returned. Callers must have authorized a Bulkhead service.
 	ListEvents(ctx context.Context, after EventCursor, types []EventType, limit int) ([]StoredEvent, error)
 }
+
+// DueWork is what the background worker must do with a connection.
+type DueWork string
+
+// Background work.
+const (
+	// DueRevocation: a pending provider revocation whose next attempt is due.
+	DueRevocation DueWork = "revocation"
+	// DueRefresh: an active connection whose token expires within the margin, whose check is
+	// due, or (OAuth2) whose refresh token has not been used for the idle interval.
+	DueRefresh DueWork = "refresh"
+)
+
+// Due is a connection the background worker must look at.
+type Due struct {
+	TenantID    string
+	ID          string
+	OwnerUserID string
+	Work        DueWork
+	// Idle is set for a refresh asked only because the refresh token has not been used for
+	// the idle interval (the token itself is not near expiry).
+	Idle bool
+}
+
+// DueQuery says what counts as due at Now.
+type DueQuery struct {
+	Now time.Time
+	// Margin: access tokens expiring before Now+Margin are due for a refresh.
+	Margin time.Duration
+	// Idle: OAuth2 connections not refreshed (or created) since Now-Idle are due.
+	Idle time.Duration
+	// Limit bounds the answer.
+	Limit int
+}
+
+// Maintenance finds background work across tenants (the one other cross-tenant read).
+type Maintenance interface {
+	// DueConnections lists connections due for background work, grouped by tenant. Refreshes
+	// of connections that failed recently are held back (exponential in the failure count,
+	// up to an hour) so a failing provider is not asked on every pass.
+	DueConnections(ctx context.Context, q DueQuery) ([]Due, error)
+}
