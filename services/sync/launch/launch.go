@@ -25,6 +25,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/logging"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/pkg/ratelimit"
+	"github.com/bulkhead/bulkhead/pkg/secret"
 	"github.com/bulkhead/bulkhead/services/sync/internal/broker"
 	"github.com/bulkhead/bulkhead/services/sync/internal/connection"
 	"github.com/bulkhead/bulkhead/services/sync/internal/definition"
@@ -40,19 +41,8 @@ import (
 // Audience is the sync service's audience: tokens for its RPCs must carry it.
 const Audience = "bulkhead.sync"
 
-// Secret is a configuration value that never prints.
-type Secret string
-
-// String hides the value.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return "[redacted]"
-}
-
-// Reveal returns the value.
-func (s Secret) Reveal() string { return string(s) }
+// Secret is a configuration value that never prints (fmt, JSON, slog): pkg/secret's Value.
+type Secret = secret.Value
 
 // Config is the service's configuration.
 type Config struct {
