@@ -133,9 +133,10 @@ func run() error {
 	}
 
 	// sync's background runs act as svc:sync within a tenant: connections.use for the
-	// connection service's GetAccessToken; credentials.read as the broker's tests grant it.
+	// connection service's GetAccessToken; credentials.read as the broker's tests grant it;
+	// events.read for its consumer of the connection service's events.
 	syncCred, syncSecret, err := identity.NewPlatformCredential(identity.KindService, "sync",
-		authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.ConnectionsUse)
+		authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.ConnectionsUse, authz.EventsRead)
 	if err != nil {
 		return err
 	}

@@ -42,8 +42,9 @@ var DefaultServices = map[string][]authz.Permission{
 	"connection":  {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead},
 	"vaultbroker": {authz.TokensExchange, authz.TenantsStatus, authz.VaultProvision},
 	// sync's background runs act as svc:sync within the tenant: GetAccessToken on the
-	// connection service needs connections.use; credentials.read as brokertest.Services has it.
-	"sync": {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.ConnectionsUse},
+	// connection service needs connections.use; credentials.read as brokertest.Services has it;
+	// events.read for its consumer of the connection service's events.
+	"sync": {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.ConnectionsUse, authz.EventsRead},
 }
 
 // Options configures Start. The zero value is a good default.

@@ -28,6 +28,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/secret"
 	"github.com/bulkhead/bulkhead/services/sync/internal/broker"
 	"github.com/bulkhead/bulkhead/services/sync/internal/connection"
+	"github.com/bulkhead/bulkhead/services/sync/internal/connevents"
 	"github.com/bulkhead/bulkhead/services/sync/internal/definition"
 	"github.com/bulkhead/bulkhead/services/sync/internal/engine"
 	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
@@ -133,6 +134,9 @@ type Options struct {
 	// Webhooks, if set, may adjust the webhook dispatcher's configuration (tests: loopback
 	// receivers with their own certificate, short retries).
 	Webhooks func(*webhook.Config)
+	// ConnectionEvents, if set, may adjust the connection events consumer (tests: interval,
+	// pass hook). The consumer runs when Config.ConnectionAddr is set.
+	ConnectionEvents func(*connevents.Config)
 }
 
 // Running is a started service.
@@ -192,12 +196,14 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	tokens := opts.Tokens
-	if tokens == nil {
-		cc, err := grpc.NewClient(cfg.ConnectionAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
+	var cc *grpc.ClientConn
+	if cfg.ConnectionAddr != "" {
+		if cc, err = grpc.NewClient(cfg.ConnectionAddr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 			return nil, fmt.Errorf("launch: connection service at %s: %w", cfg.ConnectionAddr, err)
 		}
 		r.closers = append(r.closers, func() { _ = cc.Close() })
+	}
+	if tokens == nil {
 		if tokens, err = connection.New(connection.Config{Conn: cc, Tenants: idc}); err != nil {
 			return nil, fmt.Errorf("launch: %w", err)
 		}
@@ -261,6 +267,21 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	}
 	r.Engine = eng
 
+	var consumer *connevents.Worker
+	if cc != nil {
+		src, err := connevents.NewClient(cc, idc.ServiceToken)
+		if err != nil {
+			return nil, fmt.Errorf("launch: %w", err)
+		}
+		ccfg := connevents.Config{DB: pgtenant.New(pool), Source: src, Handler: connectionHandler(eng), Logger: logger}
+		if opts.ConnectionEvents != nil {
+			opts.ConnectionEvents(&ccfg)
+		}
+		if consumer, err = connevents.New(ccfg); err != nil {
+			return nil, fmt.Errorf("launch: %w", err)
+		}
+	}
+
 	limiter, err := ratelimit.New(ratelimit.Config{Rate: rate.Limit(cfg.RateLimit), Burst: cfg.RateBurst})
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
@@ -299,6 +320,13 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	r.cancel = cancel
 	hubDone := make(chan struct{})
 	go func() { hub.Run(runCtx); close(hubDone) }()
+	consumerDone := make(chan struct{})
+	go func() {
+		defer close(consumerDone)
+		if consumer != nil {
+			consumer.Run(runCtx)
+		}
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Run(runCtx, lis) }()
 	go func() {
@@ -312,12 +340,25 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 		err := <-errc
 		cancel()
 		<-hubDone
+		<-consumerDone
 		r.closeAll()
 		r.err = err
 		close(r.done)
 	}()
 	logger.InfoContext(ctx, "sync started", "grpc_addr", r.GRPCAddr)
 	return r, nil
+}
+
+// connectionHandler turns a connection event into a connection.changed webhook event, pausing
+// the syncs of a revoked or deleted connection.
+func connectionHandler(eng *engine.Engine) connevents.Handler {
+	return func(ctx context.Context, ev connevents.Event) error {
+		_, err := eng.ConnectionChanged(ctx, ev.TenantID, engine.ConnectionChange{
+			ConnectionID: ev.ConnectionID, Type: ev.Type, ConnectionEventID: ev.ID,
+			Integration: ev.Integration, Status: ev.Status, Reason: ev.Reason,
+		}, connevents.Stops(ev.Type))
+		return err
+	}
 }
 
 // Done is closed when the service has stopped.

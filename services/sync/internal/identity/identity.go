@@ -2,9 +2,9 @@
 // pkg/identityclient (the service's own token, ExchangeToken, the kill switch) with what is the
 // sync service's own:
 //
-//   - its service token carries the vault-broker's audience too: it is sent as
-//     x-bulkhead-service-token on calls to the broker (Encrypt and Decrypt of sensitive
-//     fields) as well as to identity;
+//   - its service token carries the vault-broker's and the connection service's audiences too:
+//     it is sent as x-bulkhead-service-token on calls to the broker (Encrypt and Decrypt of
+//     sensitive fields) and is the credential of the connection events consumer;
 //   - TenantToken, the service's token within a tenant for its background work (runs have no
 //     incoming caller), cached per (tenant, audiences) until two thirds of its lifetime;
 //   - the kill switch (GetTenantStatus), which both authenticates API calls and cancels a
@@ -32,6 +32,9 @@ const (
 	// AudienceVaultBroker is the token's second audience: it is also sent as
 	// x-bulkhead-service-token on calls to the vault-broker.
 	AudienceVaultBroker = "bulkhead.vaultbroker"
+	// AudienceConnection is its third: it is the credential of the connection events consumer
+	// (EventService.ListEvents, as the service itself).
+	AudienceConnection = "bulkhead.connection"
 )
 
 // tenantTokenLife is assumed for a tenant token when deciding when to renew it:
@@ -67,7 +70,7 @@ type cachedToken struct {
 func New(cfg Config) (*Client, error) {
 	c, err := identityclient.New(identityclient.Config{
 		Conn: cfg.Conn, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret,
-		Audience: []string{AudienceIdentity, AudienceVaultBroker}, CallTimeout: cfg.CallTimeout,
+		Audience: []string{AudienceIdentity, AudienceVaultBroker, AudienceConnection}, CallTimeout: cfg.CallTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
