@@ -107,7 +107,8 @@ type Options struct {
 }
 
 // ProxyOptions configure the Proxy RPC. The zero value is production's: no allow-listed
-// hosts, fairness's and egress's defaults.
+// hosts, fairness's and egress's defaults. Fields left zero take the environment's values
+// (BULKHEAD_CONNECTION_PROXY_*, through Config).
 type ProxyOptions struct {
 	// AllowHosts may be (or resolve to) private, loopback or link-local addresses: "host" or
 	// "host:port", matched exactly (egress.Config.AllowHosts). Tests list the loopback provider.
@@ -119,6 +120,38 @@ type ProxyOptions struct {
 	// BreakerOpen.
 	BreakerFailures uint32
 	BreakerOpen     time.Duration
+}
+
+// withConfig fills the options the caller left zero from cfg (the environment's settings):
+// code that sets an option wins, and either side can turn a background consumer off.
+func withConfig(o Options, cfg Config) Options {
+	if len(o.Proxy.AllowHosts) == 0 {
+		o.Proxy.AllowHosts = cfg.ProxyAllowHosts
+	}
+	if o.Proxy.Rate == 0 {
+		o.Proxy.Rate = cfg.ProxyRate
+	}
+	if o.Proxy.Burst == 0 {
+		o.Proxy.Burst = cfg.ProxyBurst
+	}
+	if o.Proxy.BreakerFailures == 0 {
+		o.Proxy.BreakerFailures = cfg.ProxyBreakerFailures
+	}
+	if o.Proxy.BreakerOpen == 0 {
+		o.Proxy.BreakerOpen = cfg.ProxyBreakerOpen
+	}
+	o.Offboarding.Disabled = o.Offboarding.Disabled || cfg.OffboardingDisabled
+	if o.Offboarding.Interval == 0 {
+		o.Offboarding.Interval = cfg.OffboardingInterval
+	}
+	o.Worker.Disabled = o.Worker.Disabled || cfg.WorkerDisabled
+	if o.Worker.Interval == 0 {
+		o.Worker.Interval = cfg.WorkerInterval
+	}
+	if o.Worker.Batch == 0 {
+		o.Worker.Batch = cfg.WorkerBatch
+	}
+	return o
 }
 
 // Running is a started connection service.
@@ -222,6 +255,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	for k, v := range cfg.OAuthApps {
 		apps[k] = app.OAuthClient{ClientID: v.ClientID, ClientSecret: v.ClientSecret.Reveal()}
 	}
+	opts = withConfig(opts, cfg)
 	guard, err := egress.New(egress.Config{AllowHosts: opts.Proxy.AllowHosts, AllowHTTP: cat.AllowsLoopback()})
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)

@@ -18,8 +18,8 @@ import (
 type OffboardingPass = offboarding.Pass
 
 // OffboardingOptions configure the offboarding consumer. The zero value is production's: on,
-// a pass every 5 seconds. Like ProxyOptions they are not environment variables yet (they wait
-// for the config refactor).
+// a pass every 5 seconds. Fields left zero take the environment's values
+// (BULKHEAD_CONNECTION_OFFBOARDING_*, through Config).
 type OffboardingOptions struct {
 	// Disabled turns the consumer off (tests that do not want background revocations).
 	Disabled bool

@@ -17,7 +17,8 @@ type WorkerPass = worker.Pass
 // WorkerOptions configure the background worker (internal/worker): retries of pending provider
 // revocations and proactive refreshes. The zero value is production's: on, a pass every 30
 // seconds, at most 500 connections a pass. Its margin and idle interval are the service's
-// REFRESH_MARGIN and CHECK_INTERVAL.
+// REFRESH_MARGIN and CHECK_INTERVAL. Fields left zero take the environment's values
+// (BULKHEAD_CONNECTION_WORKER_*, through Config).
 type WorkerOptions struct {
 	// Disabled turns the worker off (tests that do not want background refreshes).
 	Disabled bool

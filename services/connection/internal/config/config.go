@@ -40,6 +40,19 @@ const (
 	EnvIssuer             = "BULKHEAD_ISSUER"
 	EnvTenantStatusTTL    = "BULKHEAD_TENANT_STATUS_TTL"
 	EnvLogLevel           = "BULKHEAD_LOG_LEVEL"
+
+	// The Proxy RPC's egress allow-list and per (tenant, integration) limits.
+	EnvProxyAllowHosts      = "BULKHEAD_CONNECTION_PROXY_ALLOW_HOSTS"
+	EnvProxyRate            = "BULKHEAD_CONNECTION_PROXY_RATE"
+	EnvProxyBurst           = "BULKHEAD_CONNECTION_PROXY_BURST"
+	EnvProxyBreakerFailures = "BULKHEAD_CONNECTION_PROXY_BREAKER_FAILURES"
+	EnvProxyBreakerOpen     = "BULKHEAD_CONNECTION_PROXY_BREAKER_OPEN"
+	// The background consumers.
+	EnvOffboardingDisabled = "BULKHEAD_CONNECTION_OFFBOARDING_DISABLED"
+	EnvOffboardingInterval = "BULKHEAD_CONNECTION_OFFBOARDING_INTERVAL"
+	EnvWorkerDisabled      = "BULKHEAD_CONNECTION_WORKER_DISABLED"
+	EnvWorkerInterval      = "BULKHEAD_CONNECTION_WORKER_INTERVAL"
+	EnvWorkerBatch         = "BULKHEAD_CONNECTION_WORKER_BATCH"
 )
 
 // Defaults.
@@ -116,6 +129,22 @@ type Config struct {
 	RateLimit float64
 	RateBurst int
 	LogLevel  slog.Level
+
+	// Proxy configures the Proxy RPC; zero values mean the packages' defaults (fairness,
+	// egress). ProxyAllowHosts may be private, loopback or link-local ("host" or
+	// "host:port"): only for tests and trusted internal providers.
+	ProxyAllowHosts      []string
+	ProxyRate            float64
+	ProxyBurst           int
+	ProxyBreakerFailures uint32
+	ProxyBreakerOpen     time.Duration
+	// OffboardingDisabled and WorkerDisabled turn the background consumers off; their
+	// intervals (and the worker's batch) are zero for the defaults (5s, 30s, 500).
+	OffboardingDisabled bool
+	OffboardingInterval time.Duration
+	WorkerDisabled      bool
+	WorkerInterval      time.Duration
+	WorkerBatch         int
 }
 
 // Default returns the defaults (no addresses of other servers, no secrets).
@@ -202,6 +231,56 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			errs = append(errs, fmt.Errorf("%s: %w", EnvLogLevel, err))
 		}
 	}
+	integer := func(name string, dst *int) {
+		if v := get(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				return
+			}
+			*dst = n
+		}
+	}
+	boolean := func(name string, dst *bool) {
+		if v := get(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				return
+			}
+			*dst = b
+		}
+	}
+	if v := get(EnvProxyAllowHosts); v != "" {
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				c.ProxyAllowHosts = append(c.ProxyAllowHosts, h)
+			}
+		}
+	}
+	if v := get(EnvProxyRate); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", EnvProxyRate, err))
+		} else {
+			c.ProxyRate = f
+		}
+	}
+	integer(EnvProxyBurst, &c.ProxyBurst)
+	if v := get(EnvProxyBreakerFailures); v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", EnvProxyBreakerFailures, err))
+		} else {
+			c.ProxyBreakerFailures = uint32(n)
+		}
+	}
+	duration(EnvProxyBreakerOpen, &c.ProxyBreakerOpen)
+	boolean(EnvOffboardingDisabled, &c.OffboardingDisabled)
+	duration(EnvOffboardingInterval, &c.OffboardingInterval)
+	boolean(EnvWorkerDisabled, &c.WorkerDisabled)
+	duration(EnvWorkerInterval, &c.WorkerInterval)
+	integer(EnvWorkerBatch, &c.WorkerBatch)
 	return c, errors.Join(errs...)
 }
 
@@ -259,6 +338,17 @@ func (c Config) Validate() error {
 	}
 	if c.RateLimit <= 0 || c.RateBurst < 1 {
 		add("%s and %s must be positive", EnvRateLimit, EnvRateBurst)
+	}
+	for _, h := range c.ProxyAllowHosts {
+		if strings.ContainsAny(h, "/@?# ") {
+			add("%s: %q must be a host or host:port", EnvProxyAllowHosts, h)
+		}
+	}
+	if c.ProxyRate < 0 || c.ProxyBurst < 0 || c.ProxyBreakerOpen < 0 {
+		add("%s, %s and %s must not be negative", EnvProxyRate, EnvProxyBurst, EnvProxyBreakerOpen)
+	}
+	if c.OffboardingInterval < 0 || c.WorkerInterval < 0 || c.WorkerBatch < 0 {
+		add("%s, %s and %s must not be negative", EnvOffboardingInterval, EnvWorkerInterval, EnvWorkerBatch)
 	}
 	return errors.Join(errs...)
 }

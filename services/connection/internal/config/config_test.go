@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -53,6 +55,11 @@ func TestValidate(t *testing.T) {
 		"return prefix w/o path": func(m map[string]string) { m[EnvReturnURLPrefixes] = "https://app.example.com" },
 		"margin too long":        func(m map[string]string) { m[EnvRefreshMargin] = "2h" },
 		"app without secret":     func(m map[string]string) { m[EnvOAuthApps] = `{"github": {"client_id": "gh"}}` },
+		"allow host with path":   func(m map[string]string) { m[EnvProxyAllowHosts] = "127.0.0.1:8080/x" },
+		"negative proxy rate":    func(m map[string]string) { m[EnvProxyRate] = "-1" },
+		"worker batch not int":   func(m map[string]string) { m[EnvWorkerBatch] = "many" },
+		"worker disabled maybe":  func(m map[string]string) { m[EnvWorkerDisabled] = "maybe" },
+		"negative interval":      func(m map[string]string) { m[EnvOffboardingInterval] = "-1s" },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -72,5 +79,36 @@ func TestValidate(t *testing.T) {
 	m[EnvOAuthApps] = `{"github": {"client_id": "gh", "client_secret": "leak-me", "extra": 1}}`
 	if _, err := FromEnv(env(m)); err == nil || strings.Contains(err.Error(), "leak-me") {
 		t.Fatalf("malformed OAuth apps: %v", err)
+	}
+}
+
+// TestBackgroundAndProxySettings: the proxy, offboarding and worker settings are read from the
+// environment; unset ones stay zero (the packages' defaults).
+func TestBackgroundAndProxySettings(t *testing.T) {
+	c, err := FromEnv(env(valid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ProxyRate != 0 || c.ProxyAllowHosts != nil || c.WorkerDisabled || c.WorkerInterval != 0 || c.OffboardingDisabled {
+		t.Fatalf("defaults: %+v", c)
+	}
+	m := valid()
+	m[EnvProxyAllowHosts] = "10.0.0.5:8443, internal.example"
+	m[EnvProxyRate], m[EnvProxyBurst] = "2.5", "7"
+	m[EnvProxyBreakerFailures], m[EnvProxyBreakerOpen] = "3", "45s"
+	m[EnvOffboardingDisabled], m[EnvOffboardingInterval] = "true", "10s"
+	m[EnvWorkerDisabled], m[EnvWorkerInterval], m[EnvWorkerBatch] = "1", "1m", "50"
+	c, err = FromEnv(env(m))
+	if err == nil {
+		err = c.Validate()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.ProxyAllowHosts, []string{"10.0.0.5:8443", "internal.example"}) || c.ProxyRate != 2.5 || c.ProxyBurst != 7 ||
+		c.ProxyBreakerFailures != 3 || c.ProxyBreakerOpen != 45*time.Second ||
+		!c.OffboardingDisabled || c.OffboardingInterval != 10*time.Second ||
+		!c.WorkerDisabled || c.WorkerInterval != time.Minute || c.WorkerBatch != 50 {
+		t.Fatalf("read: %+v", c)
 	}
 }
