@@ -5,13 +5,17 @@ go 1.26.0
 replace (
 	github.com/bulkhead/bulkhead/gen => ../../gen
 	github.com/bulkhead/bulkhead/pkg => ../../pkg
+	github.com/bulkhead/bulkhead/services/connection => ../../services/connection
 	github.com/bulkhead/bulkhead/services/identity => ../../services/identity
+	github.com/bulkhead/bulkhead/services/sync => ../../services/sync
 	github.com/bulkhead/bulkhead/services/vaultbroker => ../../services/vaultbroker
 )
 
 require (
 	github.com/bulkhead/bulkhead/pkg v0.0.0-00010101000000-000000000000
+	github.com/bulkhead/bulkhead/services/connection v0.0.0-00010101000000-000000000000
 	github.com/bulkhead/bulkhead/services/identity v0.0.0-00010101000000-000000000000
+	github.com/bulkhead/bulkhead/services/sync v0.0.0-00010101000000-000000000000
 	github.com/bulkhead/bulkhead/services/vaultbroker v0.0.0-00010101000000-000000000000
 )
 
@@ -46,15 +50,26 @@ require (
 	github.com/mfridman/interpolate v0.0.2 // indirect
 	github.com/mitchellh/go-homedir v1.1.0 // indirect
 	github.com/pressly/goose/v3 v3.29.0 // indirect
+	github.com/riverqueue/river v0.51.1 // indirect
+	github.com/riverqueue/river/riverdriver v0.51.1 // indirect
+	github.com/riverqueue/river/riverdriver/riverpgxv5 v0.51.1 // indirect
+	github.com/riverqueue/river/rivershared v0.51.1 // indirect
+	github.com/riverqueue/river/rivertype v0.51.1 // indirect
 	github.com/ryanuber/go-glob v1.0.0 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/sethvargo/go-retry v0.5.0 // indirect
+	github.com/sony/gobreaker/v2 v2.4.0 // indirect
+	github.com/tidwall/gjson v1.20.0 // indirect
+	github.com/tidwall/match v1.2.0 // indirect
+	github.com/tidwall/pretty v1.2.1 // indirect
+	github.com/tidwall/sjson v1.2.5 // indirect
 	github.com/valyala/fastjson v1.6.10 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/exp v0.0.0-20261011100332-faecfb24eb49 // indirect
 	golang.org/x/net v0.61.0 // indirect
+	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
