@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	connectionv1 "github.com/bulkhead/bulkhead/gen/bulkhead/connection/v1"
+	identityv1 "github.com/bulkhead/bulkhead/gen/bulkhead/identity/v1"
 	brokerv1 "github.com/bulkhead/bulkhead/gen/bulkhead/vaultbroker/v1"
 	"github.com/bulkhead/bulkhead/pkg/grpcclient"
 	"github.com/bulkhead/bulkhead/pkg/providertest"
@@ -22,7 +23,7 @@ type workerFixture struct {
 	passes chan launch.WorkerPass
 }
 
-func newWorkerFixture(t *testing.T, popts providertest.Options) *workerFixture {
+func newWorkerFixture(t *testing.T, popts providertest.Options, instances int) *workerFixture {
 	t.Helper()
 	clk := &clock{}
 	passes := make(chan launch.WorkerPass, 1)
@@ -35,6 +36,9 @@ func newWorkerFixture(t *testing.T, popts providertest.Options) *workerFixture {
 			}
 		},
 	}})
+	for len(env.Instances) < instances {
+		env.StartInstance(t)
+	}
 	f := &oauthFixture{env: env, clk: clk}
 	f.tenant = env.NewTenant(t, "acme")
 	f.owner = env.Identity.Token(t, f.tenant.OwnerKey)
@@ -67,7 +71,7 @@ func (f *workerFixture) waitPass(t *testing.T, what string, done func(launch.Wor
 // the worker's second retry, once the backoff has passed, is confirmed by the provider and
 // deletes the broker credential. Nothing is retried before its backoff ends.
 func TestWorkerRetriesRevocation(t *testing.T) {
-	f := newWorkerFixture(t, providertest.Options{})
+	f := newWorkerFixture(t, providertest.Options{}, 1)
 	conns := f.env.Connections(t, 0)
 	f.env.Provider.FailNextRevocations(6, 503)
 	resp, err := conns.RevokeConnection(as(t, f.owner), &connectionv1.RevokeConnectionRequest{TenantId: f.tenant.ID, ConnectionId: f.connID})
@@ -122,7 +126,7 @@ func revocationStatuses(p *providertest.Provider) []int {
 // by the worker with no caller asking, exactly once; the next GetAccessToken gets the new
 // token without a refresh of its own, and it works at the provider.
 func TestWorkerRefreshesExpiringToken(t *testing.T) {
-	f := newWorkerFixture(t, providertest.Options{AccessTokenLifespan: time.Hour})
+	f := newWorkerFixture(t, providertest.Options{AccessTokenLifespan: time.Hour}, 1)
 	f.waitPass(t, "before the margin", func(p launch.WorkerPass) bool { return p.Due == 0 && p.Err == nil })
 	before := f.get(t)
 	f.clk.advance(57 * time.Minute) // inside the 5 minute margin
@@ -152,12 +156,46 @@ func TestWorkerRefreshesExpiringToken(t *testing.T) {
 // refresh token has not been used for the check interval (24h): the worker refreshes it once,
 // so providers that drop idle refresh tokens never see one go idle.
 func TestWorkerRefreshesIdleRefreshToken(t *testing.T) {
-	f := newWorkerFixture(t, providertest.Options{AccessTokenLifespan: 72 * time.Hour})
+	f := newWorkerFixture(t, providertest.Options{AccessTokenLifespan: 72 * time.Hour}, 1)
 	f.waitPass(t, "before the idle interval", func(p launch.WorkerPass) bool { return p.Due == 0 && p.Err == nil })
 	f.clk.advance(25 * time.Hour)
 	f.waitPass(t, "refreshing the idle token", func(p launch.WorkerPass) bool { return p.Refreshed == 1 && p.Err == nil })
 	f.waitPass(t, "after the refresh", func(p launch.WorkerPass) bool { return p.Due == 0 && p.Err == nil })
 	if n := f.env.Provider.TokenRequests(providertest.GrantRefreshToken); n != 1 {
 		t.Fatalf("%d refresh requests, want 1", n)
+	}
+}
+
+// TestWorkerTwoReplicasRefreshOnce: both replicas run the worker on the same expiring token;
+// the row lock and the re-check under it let exactly one refresh reach the provider.
+func TestWorkerTwoReplicasRefreshOnce(t *testing.T) {
+	f := newWorkerFixture(t, providertest.Options{AccessTokenLifespan: time.Hour}, 2)
+	f.clk.advance(57 * time.Minute)
+	f.waitPass(t, "refreshing", func(launch.WorkerPass) bool {
+		return f.env.Provider.TokenRequests(providertest.GrantRefreshToken) > 0
+	})
+	// Several more passes of both replicas: nothing is due any more.
+	for range 4 {
+		f.waitPass(t, "after the refresh", func(p launch.WorkerPass) bool { return p.Due == 0 && p.Err == nil })
+	}
+	if n := f.env.Provider.TokenRequests(providertest.GrantRefreshToken); n != 1 {
+		t.Fatalf("%d refresh requests from two replicas, want 1", n)
+	}
+}
+
+// TestWorkerRespectsKillSwitch: a suspended tenant's expiring connection is due, but the worker
+// refreshes nothing (identity refuses the tenant's background token).
+func TestWorkerRespectsKillSwitch(t *testing.T) {
+	f := newWorkerFixture(t, providertest.Options{AccessTokenLifespan: time.Hour}, 1)
+	tenants := identityv1.NewTenantServiceClient(f.env.Identity.Conn(t))
+	if _, err := tenants.SuspendTenant(as(t, f.env.Identity.OperatorToken(t)), &identityv1.SuspendTenantRequest{TenantId: f.tenant.ID, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.advance(57 * time.Minute)
+	for range 3 {
+		f.waitPass(t, "with the suspended tenant's connection due", func(p launch.WorkerPass) bool { return p.Due == 1 })
+	}
+	if n := f.env.Provider.TokenRequests(providertest.GrantRefreshToken); n != 0 {
+		t.Fatalf("a suspended tenant's connection was refreshed (%d)", n)
 	}
 }
