@@ -1,7 +1,10 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -12,6 +15,8 @@ var _ store.Maintenance = (*Postgres)(nil)
 
 // dueSQL: $1 now, $2 now+margin, $3 now-idle, $4 limit. A failing connection waits
 // 30 s·2^failures (at most an hour) after its last failure before the worker tries again.
+// Random order under the limit: rows that stay due pass after pass (a suspended tenant's,
+// which the worker may not touch) cannot starve the rest when more than limit are due.
 const dueSQL = `SELECT tenant_id::text, id::text, coalesce(owner_user_id::text, ''),
        CASE WHEN status = 'revoked' THEN 'revocation' ELSE 'refresh' END,
        status = 'active' AND NOT (access_expires_at IS NOT NULL AND access_expires_at <= $2)
@@ -23,7 +28,7 @@ WHERE (revocation_state = 'pending' AND revocation_next_at <= $1)
             OR (auth_type = 'oauth2' AND coalesce(last_refresh_at, created_at) <= $3))
        AND (consecutive_failures = 0 OR last_failure_at IS NULL
             OR last_failure_at + least(interval '30 seconds' * power(2, least(consecutive_failures, 10)), interval '1 hour') <= $1))
-ORDER BY tenant_id, id
+ORDER BY random()
 LIMIT $4`
 
 // DueConnections implements store.Maintenance through a platform transaction (the
@@ -52,5 +57,8 @@ func (p *Postgres) DueConnections(ctx context.Context, q store.DueQuery) ([]stor
 	if err != nil {
 		return nil, interpretError(err)
 	}
+	slices.SortFunc(out, func(a, b store.Due) int {
+		return cmp.Or(strings.Compare(a.TenantID, b.TenantID), strings.Compare(a.ID, b.ID))
+	})
 	return out, nil
 }
