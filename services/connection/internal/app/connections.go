@@ -11,7 +11,8 @@ import (
 )
 
 // revokeAttempts bounds the provider revocation calls made within one RevokeConnection; a
-// revocation still unconfirmed after them stays pending and is retried by the next call.
+// revocation still unconfirmed after them stays pending and is retried by the background
+// worker (internal/worker) once its backoff ends, or by the next call.
 const revokeAttempts = 3
 
 // GetConnection returns a connection the caller may see (admins: any of their tenant).
