@@ -90,7 +90,7 @@ func TestListEvents(t *testing.T) {
 		req   *identityv1.ListEventsRequest
 		want  codes.Code
 	}{
-		{"service without events.read", id.ServiceToken(t, "sync"), &identityv1.ListEventsRequest{}, codes.PermissionDenied},
+		{"service without events.read", id.ServiceToken(t, "vaultbroker"), &identityv1.ListEventsRequest{}, codes.PermissionDenied},
 		{"tenant owner", id.Token(t, a.OwnerKey), &identityv1.ListEventsRequest{}, codes.PermissionDenied},
 		{"operator", id.OperatorToken(t), &identityv1.ListEventsRequest{}, codes.PermissionDenied},
 		{"malformed cursor", svc, &identityv1.ListEventsRequest{AfterCursor: "12"}, codes.InvalidArgument},
