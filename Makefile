@@ -59,6 +59,9 @@ lint: tools ## buf lint + breaking, go vet, gofmt, and fail on stale generated c
 # Vault is resolved (or built, ≈12 min on a bare machine) before the tests, not inside a test
 # binary, where go test's 10-minute timeout would kill the build.
 test: vault ## Run every test against real PostgreSQL, Vault and gRPC over loopback
+	@# Say which Vault mode this run exercises (go test hides passing tests' output otherwise).
+	@go test -count=1 -v -run '^(TestVaultMode|TestNamespaceMode)$$' ./services/vaultbroker/internal/vault/ \
+		| { grep -E 'vault mode|namespace-mode tests|^(FAIL|ok)' || true; }
 	go test $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
 .PHONY: bench
