@@ -81,6 +81,9 @@ type Options struct {
 	Proxy launch.ProxyOptions
 	// Offboarding configures each instance's consumer of identity's events (on by default).
 	Offboarding launch.OffboardingOptions
+	// Integrations, if set, returns integrations added to the test catalog (TestCatalog) for
+	// this environment, e.g. ones whose endpoints point at the provider's internal server.
+	Integrations func(*providertest.Provider) []catalog.Provider
 	// Worker, if set, configures each instance's background worker. Nil turns it off, so
 	// tests that count provider requests see only the ones they cause.
 	Worker *launch.WorkerOptions
@@ -113,6 +116,13 @@ func Start(tb testing.TB, opts Options) *Env {
 	cat, err := TestCatalog(p)
 	if err != nil {
 		tb.Fatalf("connectiontest: catalog: %v", err)
+	}
+	if opts.Integrations != nil {
+		for _, entry := range opts.Integrations(p) {
+			if cat, err = cat.With(entry); err != nil {
+				tb.Fatalf("connectiontest: catalog: %s: %v", entry.Key, err)
+			}
+		}
 	}
 	env := &Env{
 		Broker: b, Identity: b.Identity, Provider: p, Catalog: cat, opts: opts,

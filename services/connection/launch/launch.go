@@ -94,9 +94,9 @@ type Options struct {
 	// Catalog replaces the embedded provider catalog (tests add loopback providers with
 	// catalog.AllowLoopback); nil loads the embedded one.
 	Catalog *catalog.Catalog
-	// ProviderClient calls providers; nil builds one with a 10s timeout and no redirects.
-	ProviderClient *http.Client
-	// Proxy configures the Proxy RPC's egress guard and per (tenant, integration) limits.
+	// Proxy configures the egress guard of every provider call (the Proxy RPC's and the
+	// service's own token, revocation and test calls) and Proxy's per (tenant, integration)
+	// limits.
 	Proxy ProxyOptions
 	// Offboarding configures the consumer of identity's member.removed and tenant.deleted
 	// events (see offboarding.go).
@@ -273,7 +273,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 		Egress: guard, Fairness: fair,
 		Store: st, Catalog: cat, Credentials: broker.New(brokerConn), UserTokens: idc,
 		PlatformApps: apps, CallbackURL: r.CallbackURL, ReturnURLPrefixes: cfg.ReturnURLPrefixes,
-		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval, HTTPClient: opts.ProviderClient,
+		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval,
 		Now: opts.Now, Logger: logger,
 	})
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
 
@@ -81,11 +80,12 @@ type Config struct {
 	CheckInterval time.Duration
 	// StateTTL is how long an authorization may take (default 10m, at most 1h).
 	StateTTL time.Duration
-	// HTTPClient calls providers (token, revocation and test endpoints); nil builds one with
-	// a 10s timeout that follows no redirects.
-	HTTPClient *http.Client
-	// Egress guards Proxy's calls (SSRF); nil builds one with no allow-listed hosts that
-	// accepts http:// only when the catalog allows loopback providers.
+	// ProviderTimeout bounds one call of the service's own to a provider (token, revocation
+	// and test endpoints); default 10s.
+	ProviderTimeout time.Duration
+	// Egress guards every call to a provider (SSRF): Proxy's, and the service's own token,
+	// revocation and test calls; nil builds one with no allow-listed hosts that accepts
+	// http:// only when the catalog allows loopback providers.
 	Egress *egress.Guard
 	// Fairness holds Proxy's rate limit and circuit breaker per (tenant, integration); nil
 	// builds one with fairness's defaults.
@@ -100,22 +100,22 @@ type Config struct {
 
 // App holds every use case. Safe for concurrent use.
 type App struct {
-	store       store.Store
-	catalog     *catalog.Catalog
-	creds       Credentials
-	userTokens  UserTokens
-	platform    map[string]OAuthClient
-	callbackURL string
-	returnURLs  []string
-	margin      time.Duration
-	checkEvery  time.Duration
-	stateTTL    time.Duration
-	http        *http.Client
-	now         func() time.Time
-	log         *slog.Logger
-	egress      *egress.Guard
-	fairness    *fairness.Set
-	maxProxyRes int
+	store           store.Store
+	catalog         *catalog.Catalog
+	creds           Credentials
+	userTokens      UserTokens
+	platform        map[string]OAuthClient
+	callbackURL     string
+	returnURLs      []string
+	margin          time.Duration
+	checkEvery      time.Duration
+	stateTTL        time.Duration
+	providerTimeout time.Duration
+	now             func() time.Time
+	log             *slog.Logger
+	egress          *egress.Guard
+	fairness        *fairness.Set
+	maxProxyRes     int
 
 	// refreshes collapses concurrent refreshes of one connection in this process into one;
 	// the row lock does the same across processes.
@@ -139,13 +139,8 @@ func New(cfg Config) (*App, error) {
 	if cfg.StateTTL <= 0 || cfg.StateTTL > time.Hour {
 		cfg.StateTTL = 10 * time.Minute
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{
-			Timeout: 10 * time.Second,
-			// A token or test endpoint that redirects is misbehaving; following it could carry a
-			// credential to another host.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+	if cfg.ProviderTimeout <= 0 {
+		cfg.ProviderTimeout = 10 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -174,7 +169,7 @@ func New(cfg Config) (*App, error) {
 		store: cfg.Store, catalog: cfg.Catalog, creds: cfg.Credentials, userTokens: cfg.UserTokens,
 		platform: cfg.PlatformApps, callbackURL: cfg.CallbackURL, returnURLs: cfg.ReturnURLPrefixes,
 		margin: cfg.RefreshMargin, checkEvery: cfg.CheckInterval, stateTTL: cfg.StateTTL,
-		http: cfg.HTTPClient, now: cfg.Now, log: cfg.Logger,
+		providerTimeout: cfg.ProviderTimeout, now: cfg.Now, log: cfg.Logger,
 		egress: cfg.Egress, fairness: cfg.Fairness, maxProxyRes: cfg.ProxyMaxResponse,
 	}, nil
 }

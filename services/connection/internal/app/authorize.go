@@ -258,11 +258,14 @@ func (a *App) CompleteAuthorization(ctx context.Context, state, code, providerEr
 	if p.OAuth2.UsesPKCE() {
 		opts = append(opts, oauth2.VerifierOption(string(verifier)))
 	}
-	token, err := a.oauthConfig(p, e, app, st.RequestedScopes).Exchange(a.httpContext(ctx), code, opts...)
+	token, err := a.oauthConfig(p, e, app, st.RequestedScopes).Exchange(a.httpContext(ctx, e), code, opts...)
 	if err != nil {
 		err = classifyTokenError(err)
 		if errors.Is(err, errRejected) {
 			return res, apierr.FailedPrecondition(ReasonAuthorizationFailed, "the provider refused the authorization code").WithCause(err)
+		}
+		if apierr.Is(err, ReasonEgressRefused) {
+			return res, err
 		}
 		return res, unavailable(err)
 	}

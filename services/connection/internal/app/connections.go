@@ -131,7 +131,7 @@ func (a *App) revokeAtProvider(ctx context.Context, conn store.Connection) (stor
 		return "", err
 	}
 	for attempt := range revokeAttempts {
-		err = a.revoke(ctx, p, e.RevocationURL, app, cred.Data)
+		err = a.revoke(ctx, p, e, app, cred.Data)
 		if err == nil {
 			return store.RevocationConfirmed, nil
 		}

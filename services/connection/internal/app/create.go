@@ -81,7 +81,7 @@ func (a *App) CreateCredentialConnection(ctx context.Context, req CredentialRequ
 		}
 		cfg := clientcredentials.Config{ClientID: req.Username, ClientSecret: req.Secret, TokenURL: e.TokenURL,
 			Scopes: p.OAuth2.DefaultScopes, AuthStyle: a.oauthConfig(p, e, OAuthClient{}, nil).Endpoint.AuthStyle}
-		tok, err := cfg.Token(a.httpContext(ctx))
+		tok, err := cfg.Token(a.httpContext(ctx, e))
 		if err != nil {
 			return store.Connection{}, credentialRefused(classifyTokenError(err))
 		}
@@ -89,7 +89,7 @@ func (a *App) CreateCredentialConnection(ctx context.Context, req CredentialRequ
 		data[credClientID], data[credClientSecret] = req.Username, req.Secret
 	}
 	if authType != store.AuthClientCredentials {
-		if err := a.testCredential(ctx, p, e.TestURL, data); err != nil {
+		if err := a.testCredential(ctx, p, e, data); err != nil {
 			return store.Connection{}, credentialRefused(err)
 		}
 	}

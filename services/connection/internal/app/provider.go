@@ -16,6 +16,7 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/apierr"
 	"github.com/bulkhead/bulkhead/services/connection/internal/broker"
 	"github.com/bulkhead/bulkhead/services/connection/internal/catalog"
+	"github.com/bulkhead/bulkhead/services/connection/internal/egress"
 	"github.com/bulkhead/bulkhead/services/connection/internal/store"
 )
 
@@ -111,14 +112,61 @@ func (a *App) oauthConfig(p *catalog.Provider, e catalog.Endpoints, app OAuthCli
 	return cfg
 }
 
-// httpContext makes x/oauth2 use the service's provider client (timeouts, no redirects).
-func (a *App) httpContext(ctx context.Context) context.Context {
-	return context.WithValue(ctx, oauth2.HTTPClient, a.http)
+// httpContext makes x/oauth2 use a provider client restricted to e's endpoint hosts.
+func (a *App) httpContext(ctx context.Context, e catalog.Endpoints) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, a.providerClient(e))
+}
+
+// providerClient is the client of the service's own calls to a provider (token, revocation
+// and test endpoints): through the egress guard, so an endpoint that is — or resolves to — an
+// internal address is refused unless allow-listed, only to the hosts of e's token, revocation
+// and test URLs (the catalog's templates filled with tenant fields could otherwise name any
+// host), and following no redirect: a token or test endpoint that redirects is misbehaving,
+// and following it could carry a credential elsewhere.
+func (a *App) providerClient(e catalog.Endpoints) *http.Client {
+	hosts := make(map[string]bool, 3)
+	for _, raw := range []string{e.TokenURL, e.RevocationURL, e.TestURL} {
+		if u, err := url.Parse(raw); err == nil && raw != "" {
+			hosts[strings.ToLower(u.Scheme+"://"+u.Host)] = true
+		}
+	}
+	c := a.egress.Client(func(*url.URL) bool { return false })
+	c.Transport = endpointTransport{guard: a.egress, hosts: hosts, next: c.Transport}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.Timeout = a.providerTimeout
+	return c
+}
+
+// endpointTransport sends only to the integration's endpoint hosts, and only URLs the egress
+// guard accepts; the guard's dialer checks the resolved address.
+type endpointTransport struct {
+	guard *egress.Guard
+	hosts map[string]bool
+	next  http.RoundTripper
+}
+
+func (t endpointTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := t.guard.CheckURL(req.URL); err != nil {
+		return nil, err
+	}
+	if !t.hosts[strings.ToLower(req.URL.Scheme+"://"+req.URL.Host)] {
+		return nil, fmt.Errorf("%w: %s is not one of the integration's endpoint hosts", egress.ErrRefused, req.URL.Host)
+	}
+	return t.next.RoundTrip(req)
+}
+
+// egressRefused maps a provider call the egress guard refused.
+func egressRefused(err error) error {
+	return apierr.FailedPrecondition(ReasonEgressRefused,
+		"the integration's endpoint is not reachable: it left the integration's hosts or reached an internal address").WithCause(err)
 }
 
 // classifyTokenError sorts a failed token request: the credential rejected (only the user can
 // fix it) or a transient failure.
 func classifyTokenError(err error) error {
+	if errors.Is(err, egress.ErrRefused) {
+		return egressRefused(err)
+	}
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) {
 		code := re.ErrorCode
@@ -232,8 +280,9 @@ func parseExpiry(data map[string]string, key string) time.Time {
 
 // testCredential calls the provider's test endpoint with an API key or basic credential.
 // errRejected (wrapped) when the provider refuses it.
-func (a *App) testCredential(ctx context.Context, p *catalog.Provider, testURL string, data map[string]string) error {
+func (a *App) testCredential(ctx context.Context, p *catalog.Provider, e catalog.Endpoints, data map[string]string) error {
 	t := p.API.TestEndpoint
+	testURL := e.TestURL
 	if t == nil || testURL == "" {
 		return nil
 	}
@@ -265,9 +314,12 @@ func (a *App) testCredential(ctx context.Context, p *catalog.Provider, testURL s
 	case data[credAccessToken] != "":
 		req.Header.Set("Authorization", "Bearer "+data[credAccessToken])
 	}
-	resp, err := a.http.Do(req)
+	resp, err := a.providerClient(e).Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case errors.Is(err, egress.ErrRefused):
+			return egressRefused(stripURL(err))
+		case ctx.Err() != nil:
 			return ctx.Err()
 		}
 		return &providerError{reason: "provider unreachable"}
@@ -285,7 +337,8 @@ func (a *App) testCredential(ctx context.Context, p *catalog.Provider, testURL s
 }
 
 // revoke calls a provider's revocation endpoint for the tokens in data.
-func (a *App) revoke(ctx context.Context, p *catalog.Provider, revocationURL string, app OAuthClient, data map[string]string) error {
+func (a *App) revoke(ctx context.Context, p *catalog.Provider, e catalog.Endpoints, app OAuthClient, data map[string]string) error {
+	revocationURL := e.RevocationURL
 	var req *http.Request
 	var err error
 	switch p.OAuth2.RevocationStyle {
@@ -315,8 +368,11 @@ func (a *App) revoke(ctx context.Context, p *catalog.Provider, revocationURL str
 	if err != nil {
 		return fmt.Errorf("app: revocation request: %w", err)
 	}
-	resp, err := a.http.Do(req)
+	resp, err := a.providerClient(e).Do(req)
 	if err != nil {
+		if errors.Is(err, egress.ErrRefused) {
+			return egressRefused(stripURL(err))
+		}
 		return &providerError{reason: "provider unreachable"}
 	}
 	defer resp.Body.Close()
@@ -325,4 +381,14 @@ func (a *App) revoke(ctx context.Context, p *catalog.Provider, revocationURL str
 		return nil
 	}
 	return &providerError{reason: fmt.Sprintf("provider answered %d", resp.StatusCode)}
+}
+
+// stripURL drops the URL a *url.Error carries (a test URL may hold an API key in its query),
+// keeping the cause.
+func stripURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }

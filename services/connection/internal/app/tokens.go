@@ -217,7 +217,7 @@ func (a *App) renew(ctx context.Context, l store.Locked, conn store.Connection, 
 		// only check left is the expiry itself.
 		switch {
 		case e.TestURL != "":
-			renewErr = a.testCredential(ctx, p, e.TestURL, cred.Data)
+			renewErr = a.testCredential(ctx, p, e, cred.Data)
 		case !conn.AccessExpiresAt.IsZero() && !now.Before(conn.AccessExpiresAt):
 			renewErr = &providerError{reason: "access token expired and there is no refresh token", rejected: true}
 		}
@@ -275,6 +275,10 @@ func (a *App) recordFailure(ctx context.Context, l store.Locked, conn store.Conn
 	if err != nil {
 		return AccessToken{}, nil, err
 	}
+	if apierr.Is(renewErr, ReasonEgressRefused) {
+		// Not the credential's fault, but no token comes from an endpoint the guard refuses.
+		return AccessToken{}, renewErr, nil
+	}
 	if rejected {
 		return AccessToken{}, apierr.FailedPrecondition(ReasonNeedsReauth, "the provider rejected the connection's credential: authorize it again").WithCause(renewErr), nil
 	}
@@ -291,7 +295,7 @@ func (a *App) refreshToken(ctx context.Context, p *catalog.Provider, e catalog.E
 		return nil, err
 	}
 	cfg := a.oauthConfig(p, e, app, nil)
-	tok, err := cfg.TokenSource(a.httpContext(ctx), &oauth2.Token{RefreshToken: prev[credRefreshToken]}).Token()
+	tok, err := cfg.TokenSource(a.httpContext(ctx, e), &oauth2.Token{RefreshToken: prev[credRefreshToken]}).Token()
 	if err != nil {
 		return nil, classifyTokenError(err)
 	}
@@ -305,7 +309,7 @@ func (a *App) clientCredentialsToken(ctx context.Context, p *catalog.Provider, e
 		ClientID: prev[credClientID], ClientSecret: prev[credClientSecret], TokenURL: e.TokenURL,
 		Scopes: p.OAuth2.DefaultScopes, AuthStyle: a.oauthConfig(p, e, OAuthClient{}, nil).Endpoint.AuthStyle,
 	}
-	tok, err := cfg.Token(a.httpContext(ctx))
+	tok, err := cfg.Token(a.httpContext(ctx, e))
 	if err != nil {
 		return nil, classifyTokenError(err)
 	}
