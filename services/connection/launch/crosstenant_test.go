@@ -89,6 +89,11 @@ func calls() map[string]call {
 			_, err := c.conns.RevokeConnection(ctx, &connectionv1.RevokeConnectionRequest{TenantId: to.TenantID, ConnectionId: to.ConnectionID})
 			return err
 		},
+		connectionv1.ConnectionService_DeleteConnection_FullMethodName: func(ctx context.Context, c clients, to target) error {
+			// allow_missing must not turn another tenant's or user's connection into a silent OK.
+			_, err := c.conns.DeleteConnection(ctx, &connectionv1.DeleteConnectionRequest{TenantId: to.TenantID, ConnectionId: to.ConnectionID})
+			return err
+		},
 		connectionv1.ConnectionService_GetAccessToken_FullMethodName: func(ctx context.Context, c clients, to target) error {
 			_, err := c.conns.GetAccessToken(ctx, &connectionv1.GetAccessTokenRequest{TenantId: to.TenantID, ConnectionId: to.ConnectionID})
 			return err
@@ -129,6 +134,7 @@ var perConnection = map[string]bool{
 	connectionv1.ConnectionService_ListConnections_FullMethodName:      true,
 	connectionv1.ConnectionService_SetConnectionEnabled_FullMethodName: true,
 	connectionv1.ConnectionService_RevokeConnection_FullMethodName:     true,
+	connectionv1.ConnectionService_DeleteConnection_FullMethodName:     true,
 	connectionv1.ConnectionService_GetAccessToken_FullMethodName:       true,
 	connectionv1.ConnectionService_Proxy_FullMethodName:                true,
 }
@@ -281,6 +287,9 @@ func TestCrossUser(t *testing.T) {
 		connectionv1.ConnectionService_RevokeConnection_FullMethodName: {
 			{"member z", codes.NotFound}, {"viewer", codes.PermissionDenied},
 		},
+		connectionv1.ConnectionService_DeleteConnection_FullMethodName: {
+			{"member z", codes.NotFound}, {"viewer", codes.PermissionDenied},
+		},
 		connectionv1.EventService_ListEvents_FullMethodName: {
 			// Services only: no tenant principal reads the outbox, admins included.
 			{"member z", codes.PermissionDenied}, {"viewer", codes.PermissionDenied}, {"admin", codes.PermissionDenied}, {"owner y", codes.PermissionDenied},
@@ -322,6 +331,7 @@ func TestCrossUser(t *testing.T) {
 		connectionv1.ConnectionService_GetConnection_FullMethodName:        codes.OK,
 		connectionv1.ConnectionService_SetConnectionEnabled_FullMethodName: codes.PermissionDenied,
 		connectionv1.ConnectionService_RevokeConnection_FullMethodName:     codes.PermissionDenied,
+		connectionv1.ConnectionService_DeleteConnection_FullMethodName:     codes.PermissionDenied,
 	} {
 		if err := cs[method](w.ctxFor(t, w.bZ), w.c, org); status.Code(err) != want {
 			t.Errorf("member z, %s on the org connection: %v, want %v", method, err, want)
@@ -355,5 +365,17 @@ func TestCrossUser(t *testing.T) {
 	// The org connection is unaffected.
 	if err := cs[connectionv1.ConnectionService_GetAccessToken_FullMethodName](w.ctxFor(t, w.bY), w.c, org); err != nil {
 		t.Fatalf("org connection after y's was revoked: %v", err)
+	}
+	// The admin may delete y's (revoked) connection too; then neither sees it, and the org
+	// connection is still unaffected.
+	if err := cs[connectionv1.ConnectionService_DeleteConnection_FullMethodName](w.ctxFor(t, w.bOwner), w.c, to); err != nil {
+		t.Fatalf("admin deletes y's connection: %v", err)
+	}
+	wantCode(t, useY(), codes.NotFound)
+	if err := cs[connectionv1.ConnectionService_GetConnection_FullMethodName](w.ctxFor(t, w.bOwner), w.c, to); status.Code(err) != codes.NotFound {
+		t.Fatalf("admin gets y's deleted connection: %v, want NotFound", err)
+	}
+	if err := cs[connectionv1.ConnectionService_GetAccessToken_FullMethodName](w.ctxFor(t, w.bY), w.c, org); err != nil {
+		t.Fatalf("org connection after y's was deleted: %v", err)
 	}
 }

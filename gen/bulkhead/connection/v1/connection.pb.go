@@ -1267,6 +1267,104 @@ func (x *RevokeConnectionResponse) GetConnection() *Connection {
 	return nil
 }
 
+type DeleteConnectionRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	TenantId     string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	ConnectionId string                 `protobuf:"bytes,2,opt,name=connection_id,json=connectionId,proto3" json:"connection_id,omitempty"`
+	// When set, a connection that does not exist (or is not visible to the caller) is not an
+	// error: the call succeeds with nothing to do, so retries of a delete are idempotent.
+	AllowMissing  bool `protobuf:"varint,3,opt,name=allow_missing,json=allowMissing,proto3" json:"allow_missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConnectionRequest) Reset() {
+	*x = DeleteConnectionRequest{}
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConnectionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConnectionRequest) ProtoMessage() {}
+
+func (x *DeleteConnectionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConnectionRequest.ProtoReflect.Descriptor instead.
+func (*DeleteConnectionRequest) Descriptor() ([]byte, []int) {
+	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteConnectionRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *DeleteConnectionRequest) GetConnectionId() string {
+	if x != nil {
+		return x.ConnectionId
+	}
+	return ""
+}
+
+func (x *DeleteConnectionRequest) GetAllowMissing() bool {
+	if x != nil {
+		return x.AllowMissing
+	}
+	return false
+}
+
+type DeleteConnectionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteConnectionResponse) Reset() {
+	*x = DeleteConnectionResponse{}
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteConnectionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteConnectionResponse) ProtoMessage() {}
+
+func (x *DeleteConnectionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteConnectionResponse.ProtoReflect.Descriptor instead.
+func (*DeleteConnectionResponse) Descriptor() ([]byte, []int) {
+	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{15}
+}
+
 type GetAccessTokenRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	TenantId     string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
@@ -1284,7 +1382,7 @@ type GetAccessTokenRequest struct {
 
 func (x *GetAccessTokenRequest) Reset() {
 	*x = GetAccessTokenRequest{}
-	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[14]
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1394,7 @@ func (x *GetAccessTokenRequest) String() string {
 func (*GetAccessTokenRequest) ProtoMessage() {}
 
 func (x *GetAccessTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[14]
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1407,7 @@ func (x *GetAccessTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccessTokenRequest.ProtoReflect.Descriptor instead.
 func (*GetAccessTokenRequest) Descriptor() ([]byte, []int) {
-	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{14}
+	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetAccessTokenRequest) GetTenantId() string {
@@ -1361,7 +1459,7 @@ type GetAccessTokenResponse struct {
 
 func (x *GetAccessTokenResponse) Reset() {
 	*x = GetAccessTokenResponse{}
-	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[15]
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1471,7 @@ func (x *GetAccessTokenResponse) String() string {
 func (*GetAccessTokenResponse) ProtoMessage() {}
 
 func (x *GetAccessTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[15]
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1484,7 @@ func (x *GetAccessTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAccessTokenResponse.ProtoReflect.Descriptor instead.
 func (*GetAccessTokenResponse) Descriptor() ([]byte, []int) {
-	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{15}
+	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAccessTokenResponse) GetAccessToken() string {
@@ -1465,7 +1563,7 @@ type ProxyRequest struct {
 
 func (x *ProxyRequest) Reset() {
 	*x = ProxyRequest{}
-	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[16]
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1575,7 @@ func (x *ProxyRequest) String() string {
 func (*ProxyRequest) ProtoMessage() {}
 
 func (x *ProxyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[16]
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1588,7 @@ func (x *ProxyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyRequest.ProtoReflect.Descriptor instead.
 func (*ProxyRequest) Descriptor() ([]byte, []int) {
-	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{16}
+	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ProxyRequest) GetTenantId() string {
@@ -1560,7 +1658,7 @@ type ProxyParam struct {
 
 func (x *ProxyParam) Reset() {
 	*x = ProxyParam{}
-	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[17]
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1670,7 @@ func (x *ProxyParam) String() string {
 func (*ProxyParam) ProtoMessage() {}
 
 func (x *ProxyParam) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[17]
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1683,7 @@ func (x *ProxyParam) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyParam.ProtoReflect.Descriptor instead.
 func (*ProxyParam) Descriptor() ([]byte, []int) {
-	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{17}
+	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ProxyParam) GetName() string {
@@ -1618,7 +1716,7 @@ type ProxyResponse struct {
 
 func (x *ProxyResponse) Reset() {
 	*x = ProxyResponse{}
-	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[18]
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1728,7 @@ func (x *ProxyResponse) String() string {
 func (*ProxyResponse) ProtoMessage() {}
 
 func (x *ProxyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[18]
+	mi := &file_bulkhead_connection_v1_connection_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1741,7 @@ func (x *ProxyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyResponse.ProtoReflect.Descriptor instead.
 func (*ProxyResponse) Descriptor() ([]byte, []int) {
-	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{18}
+	return file_bulkhead_connection_v1_connection_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ProxyResponse) GetStatus() int32 {
@@ -1778,7 +1876,12 @@ const file_bulkhead_connection_v1_connection_proto_rawDesc = "" +
 	"\x18RevokeConnectionResponse\x12B\n" +
 	"\n" +
 	"connection\x18\x01 \x01(\v2\".bulkhead.connection.v1.ConnectionR\n" +
-	"connection\"\xdb\x01\n" +
+	"connection\"\x94\x01\n" +
+	"\x17DeleteConnectionRequest\x12%\n" +
+	"\ttenant_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\btenantId\x12-\n" +
+	"\rconnection_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\fconnectionId\x12#\n" +
+	"\rallow_missing\x18\x03 \x01(\bR\fallowMissing\"\x1a\n" +
+	"\x18DeleteConnectionResponse\"\xdb\x01\n" +
 	"\x15GetAccessTokenRequest\x12%\n" +
 	"\ttenant_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\btenantId\x12-\n" +
 	"\rconnection_id\x18\x02 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\fconnectionId\x12#\n" +
@@ -1837,14 +1940,15 @@ const file_bulkhead_connection_v1_connection_proto_rawDesc = "" +
 	"\x1cREVOCATION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18REVOCATION_STATE_PENDING\x10\x01\x12\x1e\n" +
 	"\x1aREVOCATION_STATE_CONFIRMED\x10\x02\x12\"\n" +
-	"\x1eREVOCATION_STATE_NOT_SUPPORTED\x10\x032\xca\a\n" +
+	"\x1eREVOCATION_STATE_NOT_SUPPORTED\x10\x032\xc1\b\n" +
 	"\x11ConnectionService\x12\x93\x01\n" +
 	"\x1aCreateCredentialConnection\x129.bulkhead.connection.v1.CreateCredentialConnectionRequest\x1a:.bulkhead.connection.v1.CreateCredentialConnectionResponse\x12{\n" +
 	"\x12StartAuthorization\x121.bulkhead.connection.v1.StartAuthorizationRequest\x1a2.bulkhead.connection.v1.StartAuthorizationResponse\x12l\n" +
 	"\rGetConnection\x12,.bulkhead.connection.v1.GetConnectionRequest\x1a-.bulkhead.connection.v1.GetConnectionResponse\x12r\n" +
 	"\x0fListConnections\x12..bulkhead.connection.v1.ListConnectionsRequest\x1a/.bulkhead.connection.v1.ListConnectionsResponse\x12\x81\x01\n" +
 	"\x14SetConnectionEnabled\x123.bulkhead.connection.v1.SetConnectionEnabledRequest\x1a4.bulkhead.connection.v1.SetConnectionEnabledResponse\x12u\n" +
-	"\x10RevokeConnection\x12/.bulkhead.connection.v1.RevokeConnectionRequest\x1a0.bulkhead.connection.v1.RevokeConnectionResponse\x12o\n" +
+	"\x10RevokeConnection\x12/.bulkhead.connection.v1.RevokeConnectionRequest\x1a0.bulkhead.connection.v1.RevokeConnectionResponse\x12u\n" +
+	"\x10DeleteConnection\x12/.bulkhead.connection.v1.DeleteConnectionRequest\x1a0.bulkhead.connection.v1.DeleteConnectionResponse\x12o\n" +
 	"\x0eGetAccessToken\x12-.bulkhead.connection.v1.GetAccessTokenRequest\x1a..bulkhead.connection.v1.GetAccessTokenResponse\x12T\n" +
 	"\x05Proxy\x12$.bulkhead.connection.v1.ProxyRequest\x1a%.bulkhead.connection.v1.ProxyResponseB\xed\x01\n" +
 	"\x1acom.bulkhead.connection.v1B\x0fConnectionProtoP\x01ZDgithub.com/bulkhead/bulkhead/gen/bulkhead/connection/v1;connectionv1\xa2\x02\x03BCX\xaa\x02\x16Bulkhead.Connection.V1\xca\x02\x16Bulkhead\\Connection\\V1\xe2\x02\"Bulkhead\\Connection\\V1\\GPBMetadata\xea\x02\x18Bulkhead::Connection::V1b\x06proto3"
@@ -1862,7 +1966,7 @@ func file_bulkhead_connection_v1_connection_proto_rawDescGZIP() []byte {
 }
 
 var file_bulkhead_connection_v1_connection_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_bulkhead_connection_v1_connection_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_bulkhead_connection_v1_connection_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_bulkhead_connection_v1_connection_proto_goTypes = []any{
 	(ConnectionScope)(0),                       // 0: bulkhead.connection.v1.ConnectionScope
 	(ConnectionStatus)(0),                      // 1: bulkhead.connection.v1.ConnectionStatus
@@ -1882,67 +1986,71 @@ var file_bulkhead_connection_v1_connection_proto_goTypes = []any{
 	(*SetConnectionEnabledResponse)(nil),       // 15: bulkhead.connection.v1.SetConnectionEnabledResponse
 	(*RevokeConnectionRequest)(nil),            // 16: bulkhead.connection.v1.RevokeConnectionRequest
 	(*RevokeConnectionResponse)(nil),           // 17: bulkhead.connection.v1.RevokeConnectionResponse
-	(*GetAccessTokenRequest)(nil),              // 18: bulkhead.connection.v1.GetAccessTokenRequest
-	(*GetAccessTokenResponse)(nil),             // 19: bulkhead.connection.v1.GetAccessTokenResponse
-	(*ProxyRequest)(nil),                       // 20: bulkhead.connection.v1.ProxyRequest
-	(*ProxyParam)(nil),                         // 21: bulkhead.connection.v1.ProxyParam
-	(*ProxyResponse)(nil),                      // 22: bulkhead.connection.v1.ProxyResponse
-	nil,                                        // 23: bulkhead.connection.v1.Connection.FieldsEntry
-	nil,                                        // 24: bulkhead.connection.v1.CreateCredentialConnectionRequest.FieldsEntry
-	nil,                                        // 25: bulkhead.connection.v1.StartAuthorizationRequest.FieldsEntry
-	nil,                                        // 26: bulkhead.connection.v1.GetAccessTokenResponse.FieldsEntry
-	(*timestamppb.Timestamp)(nil),              // 27: google.protobuf.Timestamp
+	(*DeleteConnectionRequest)(nil),            // 18: bulkhead.connection.v1.DeleteConnectionRequest
+	(*DeleteConnectionResponse)(nil),           // 19: bulkhead.connection.v1.DeleteConnectionResponse
+	(*GetAccessTokenRequest)(nil),              // 20: bulkhead.connection.v1.GetAccessTokenRequest
+	(*GetAccessTokenResponse)(nil),             // 21: bulkhead.connection.v1.GetAccessTokenResponse
+	(*ProxyRequest)(nil),                       // 22: bulkhead.connection.v1.ProxyRequest
+	(*ProxyParam)(nil),                         // 23: bulkhead.connection.v1.ProxyParam
+	(*ProxyResponse)(nil),                      // 24: bulkhead.connection.v1.ProxyResponse
+	nil,                                        // 25: bulkhead.connection.v1.Connection.FieldsEntry
+	nil,                                        // 26: bulkhead.connection.v1.CreateCredentialConnectionRequest.FieldsEntry
+	nil,                                        // 27: bulkhead.connection.v1.StartAuthorizationRequest.FieldsEntry
+	nil,                                        // 28: bulkhead.connection.v1.GetAccessTokenResponse.FieldsEntry
+	(*timestamppb.Timestamp)(nil),              // 29: google.protobuf.Timestamp
 }
 var file_bulkhead_connection_v1_connection_proto_depIdxs = []int32{
-	27, // 0: bulkhead.connection.v1.Health.last_refresh_time:type_name -> google.protobuf.Timestamp
-	27, // 1: bulkhead.connection.v1.Health.last_failure_time:type_name -> google.protobuf.Timestamp
-	27, // 2: bulkhead.connection.v1.Health.access_token_expire_time:type_name -> google.protobuf.Timestamp
-	27, // 3: bulkhead.connection.v1.Health.refresh_token_expire_time:type_name -> google.protobuf.Timestamp
-	27, // 4: bulkhead.connection.v1.Health.next_check_time:type_name -> google.protobuf.Timestamp
+	29, // 0: bulkhead.connection.v1.Health.last_refresh_time:type_name -> google.protobuf.Timestamp
+	29, // 1: bulkhead.connection.v1.Health.last_failure_time:type_name -> google.protobuf.Timestamp
+	29, // 2: bulkhead.connection.v1.Health.access_token_expire_time:type_name -> google.protobuf.Timestamp
+	29, // 3: bulkhead.connection.v1.Health.refresh_token_expire_time:type_name -> google.protobuf.Timestamp
+	29, // 4: bulkhead.connection.v1.Health.next_check_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: bulkhead.connection.v1.Connection.scope:type_name -> bulkhead.connection.v1.ConnectionScope
 	1,  // 6: bulkhead.connection.v1.Connection.status:type_name -> bulkhead.connection.v1.ConnectionStatus
 	4,  // 7: bulkhead.connection.v1.Connection.health:type_name -> bulkhead.connection.v1.Health
-	23, // 8: bulkhead.connection.v1.Connection.fields:type_name -> bulkhead.connection.v1.Connection.FieldsEntry
+	25, // 8: bulkhead.connection.v1.Connection.fields:type_name -> bulkhead.connection.v1.Connection.FieldsEntry
 	3,  // 9: bulkhead.connection.v1.Connection.revocation_state:type_name -> bulkhead.connection.v1.RevocationState
-	27, // 10: bulkhead.connection.v1.Connection.create_time:type_name -> google.protobuf.Timestamp
-	27, // 11: bulkhead.connection.v1.Connection.update_time:type_name -> google.protobuf.Timestamp
+	29, // 10: bulkhead.connection.v1.Connection.create_time:type_name -> google.protobuf.Timestamp
+	29, // 11: bulkhead.connection.v1.Connection.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 12: bulkhead.connection.v1.Connection.auth_type:type_name -> bulkhead.connection.v1.AuthType
 	0,  // 13: bulkhead.connection.v1.CreateCredentialConnectionRequest.scope:type_name -> bulkhead.connection.v1.ConnectionScope
-	24, // 14: bulkhead.connection.v1.CreateCredentialConnectionRequest.fields:type_name -> bulkhead.connection.v1.CreateCredentialConnectionRequest.FieldsEntry
+	26, // 14: bulkhead.connection.v1.CreateCredentialConnectionRequest.fields:type_name -> bulkhead.connection.v1.CreateCredentialConnectionRequest.FieldsEntry
 	5,  // 15: bulkhead.connection.v1.CreateCredentialConnectionResponse.connection:type_name -> bulkhead.connection.v1.Connection
 	0,  // 16: bulkhead.connection.v1.StartAuthorizationRequest.scope:type_name -> bulkhead.connection.v1.ConnectionScope
-	25, // 17: bulkhead.connection.v1.StartAuthorizationRequest.fields:type_name -> bulkhead.connection.v1.StartAuthorizationRequest.FieldsEntry
-	27, // 18: bulkhead.connection.v1.StartAuthorizationResponse.expire_time:type_name -> google.protobuf.Timestamp
+	27, // 17: bulkhead.connection.v1.StartAuthorizationRequest.fields:type_name -> bulkhead.connection.v1.StartAuthorizationRequest.FieldsEntry
+	29, // 18: bulkhead.connection.v1.StartAuthorizationResponse.expire_time:type_name -> google.protobuf.Timestamp
 	5,  // 19: bulkhead.connection.v1.GetConnectionResponse.connection:type_name -> bulkhead.connection.v1.Connection
 	0,  // 20: bulkhead.connection.v1.ListConnectionsRequest.scope:type_name -> bulkhead.connection.v1.ConnectionScope
 	1,  // 21: bulkhead.connection.v1.ListConnectionsRequest.status:type_name -> bulkhead.connection.v1.ConnectionStatus
 	5,  // 22: bulkhead.connection.v1.ListConnectionsResponse.connections:type_name -> bulkhead.connection.v1.Connection
 	5,  // 23: bulkhead.connection.v1.SetConnectionEnabledResponse.connection:type_name -> bulkhead.connection.v1.Connection
 	5,  // 24: bulkhead.connection.v1.RevokeConnectionResponse.connection:type_name -> bulkhead.connection.v1.Connection
-	27, // 25: bulkhead.connection.v1.GetAccessTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	29, // 25: bulkhead.connection.v1.GetAccessTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
 	2,  // 26: bulkhead.connection.v1.GetAccessTokenResponse.auth_type:type_name -> bulkhead.connection.v1.AuthType
-	26, // 27: bulkhead.connection.v1.GetAccessTokenResponse.fields:type_name -> bulkhead.connection.v1.GetAccessTokenResponse.FieldsEntry
-	21, // 28: bulkhead.connection.v1.ProxyRequest.query:type_name -> bulkhead.connection.v1.ProxyParam
-	21, // 29: bulkhead.connection.v1.ProxyRequest.headers:type_name -> bulkhead.connection.v1.ProxyParam
-	21, // 30: bulkhead.connection.v1.ProxyResponse.headers:type_name -> bulkhead.connection.v1.ProxyParam
+	28, // 27: bulkhead.connection.v1.GetAccessTokenResponse.fields:type_name -> bulkhead.connection.v1.GetAccessTokenResponse.FieldsEntry
+	23, // 28: bulkhead.connection.v1.ProxyRequest.query:type_name -> bulkhead.connection.v1.ProxyParam
+	23, // 29: bulkhead.connection.v1.ProxyRequest.headers:type_name -> bulkhead.connection.v1.ProxyParam
+	23, // 30: bulkhead.connection.v1.ProxyResponse.headers:type_name -> bulkhead.connection.v1.ProxyParam
 	6,  // 31: bulkhead.connection.v1.ConnectionService.CreateCredentialConnection:input_type -> bulkhead.connection.v1.CreateCredentialConnectionRequest
 	8,  // 32: bulkhead.connection.v1.ConnectionService.StartAuthorization:input_type -> bulkhead.connection.v1.StartAuthorizationRequest
 	10, // 33: bulkhead.connection.v1.ConnectionService.GetConnection:input_type -> bulkhead.connection.v1.GetConnectionRequest
 	12, // 34: bulkhead.connection.v1.ConnectionService.ListConnections:input_type -> bulkhead.connection.v1.ListConnectionsRequest
 	14, // 35: bulkhead.connection.v1.ConnectionService.SetConnectionEnabled:input_type -> bulkhead.connection.v1.SetConnectionEnabledRequest
 	16, // 36: bulkhead.connection.v1.ConnectionService.RevokeConnection:input_type -> bulkhead.connection.v1.RevokeConnectionRequest
-	18, // 37: bulkhead.connection.v1.ConnectionService.GetAccessToken:input_type -> bulkhead.connection.v1.GetAccessTokenRequest
-	20, // 38: bulkhead.connection.v1.ConnectionService.Proxy:input_type -> bulkhead.connection.v1.ProxyRequest
-	7,  // 39: bulkhead.connection.v1.ConnectionService.CreateCredentialConnection:output_type -> bulkhead.connection.v1.CreateCredentialConnectionResponse
-	9,  // 40: bulkhead.connection.v1.ConnectionService.StartAuthorization:output_type -> bulkhead.connection.v1.StartAuthorizationResponse
-	11, // 41: bulkhead.connection.v1.ConnectionService.GetConnection:output_type -> bulkhead.connection.v1.GetConnectionResponse
-	13, // 42: bulkhead.connection.v1.ConnectionService.ListConnections:output_type -> bulkhead.connection.v1.ListConnectionsResponse
-	15, // 43: bulkhead.connection.v1.ConnectionService.SetConnectionEnabled:output_type -> bulkhead.connection.v1.SetConnectionEnabledResponse
-	17, // 44: bulkhead.connection.v1.ConnectionService.RevokeConnection:output_type -> bulkhead.connection.v1.RevokeConnectionResponse
-	19, // 45: bulkhead.connection.v1.ConnectionService.GetAccessToken:output_type -> bulkhead.connection.v1.GetAccessTokenResponse
-	22, // 46: bulkhead.connection.v1.ConnectionService.Proxy:output_type -> bulkhead.connection.v1.ProxyResponse
-	39, // [39:47] is the sub-list for method output_type
-	31, // [31:39] is the sub-list for method input_type
+	18, // 37: bulkhead.connection.v1.ConnectionService.DeleteConnection:input_type -> bulkhead.connection.v1.DeleteConnectionRequest
+	20, // 38: bulkhead.connection.v1.ConnectionService.GetAccessToken:input_type -> bulkhead.connection.v1.GetAccessTokenRequest
+	22, // 39: bulkhead.connection.v1.ConnectionService.Proxy:input_type -> bulkhead.connection.v1.ProxyRequest
+	7,  // 40: bulkhead.connection.v1.ConnectionService.CreateCredentialConnection:output_type -> bulkhead.connection.v1.CreateCredentialConnectionResponse
+	9,  // 41: bulkhead.connection.v1.ConnectionService.StartAuthorization:output_type -> bulkhead.connection.v1.StartAuthorizationResponse
+	11, // 42: bulkhead.connection.v1.ConnectionService.GetConnection:output_type -> bulkhead.connection.v1.GetConnectionResponse
+	13, // 43: bulkhead.connection.v1.ConnectionService.ListConnections:output_type -> bulkhead.connection.v1.ListConnectionsResponse
+	15, // 44: bulkhead.connection.v1.ConnectionService.SetConnectionEnabled:output_type -> bulkhead.connection.v1.SetConnectionEnabledResponse
+	17, // 45: bulkhead.connection.v1.ConnectionService.RevokeConnection:output_type -> bulkhead.connection.v1.RevokeConnectionResponse
+	19, // 46: bulkhead.connection.v1.ConnectionService.DeleteConnection:output_type -> bulkhead.connection.v1.DeleteConnectionResponse
+	21, // 47: bulkhead.connection.v1.ConnectionService.GetAccessToken:output_type -> bulkhead.connection.v1.GetAccessTokenResponse
+	24, // 48: bulkhead.connection.v1.ConnectionService.Proxy:output_type -> bulkhead.connection.v1.ProxyResponse
+	40, // [40:49] is the sub-list for method output_type
+	31, // [31:40] is the sub-list for method input_type
 	31, // [31:31] is the sub-list for extension type_name
 	31, // [31:31] is the sub-list for extension extendee
 	0,  // [0:31] is the sub-list for field type_name
@@ -1959,7 +2067,7 @@ func file_bulkhead_connection_v1_connection_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulkhead_connection_v1_connection_proto_rawDesc), len(file_bulkhead_connection_v1_connection_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	ConnectionService_ListConnections_FullMethodName            = "/bulkhead.connection.v1.ConnectionService/ListConnections"
 	ConnectionService_SetConnectionEnabled_FullMethodName       = "/bulkhead.connection.v1.ConnectionService/SetConnectionEnabled"
 	ConnectionService_RevokeConnection_FullMethodName           = "/bulkhead.connection.v1.ConnectionService/RevokeConnection"
+	ConnectionService_DeleteConnection_FullMethodName           = "/bulkhead.connection.v1.ConnectionService/DeleteConnection"
 	ConnectionService_GetAccessToken_FullMethodName             = "/bulkhead.connection.v1.ConnectionService/GetAccessToken"
 	ConnectionService_Proxy_FullMethodName                      = "/bulkhead.connection.v1.ConnectionService/Proxy"
 )
@@ -88,6 +89,16 @@ type ConnectionServiceClient interface {
 	// Permission: connections.manage; the owner of a user-level connection or a connection
 	// admin. Errors: NOT_FOUND, PERMISSION_DENIED.
 	RevokeConnection(ctx context.Context, in *RevokeConnectionRequest, opts ...grpc.CallOption) (*RevokeConnectionResponse, error)
+	// DeleteConnection removes a connection: it is revoked first when it is not yet (the
+	// RevokeConnection path), then deleted for good once no revocation is pending — it is no
+	// longer listed and its id answers NOT_FOUND. A connection.deleted event is written in the
+	// same transaction. While the provider has not confirmed a revocation it answers
+	// FAILED_PRECONDITION (reason REVOCATION_PENDING) and the connection stays, revoked, for a
+	// later retry (the background worker retries the revocation). Retrying a delete that
+	// succeeded answers NOT_FOUND unless allow_missing is set.
+	// Permission: connections.manage; the owner of a user-level connection or a connection
+	// admin. Errors: NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION (REVOCATION_PENDING).
+	DeleteConnection(ctx context.Context, in *DeleteConnectionRequest, opts ...grpc.CallOption) (*DeleteConnectionResponse, error)
 	// GetAccessToken returns a valid credential for calling the provider: an OAuth2 access
 	// token refreshed when it is within the refresh margin of its expiry (exactly one refresh
 	// reaches the provider however many callers and replicas ask at once), or the API key /
@@ -190,6 +201,16 @@ func (c *connectionServiceClient) RevokeConnection(ctx context.Context, in *Revo
 	return out, nil
 }
 
+func (c *connectionServiceClient) DeleteConnection(ctx context.Context, in *DeleteConnectionRequest, opts ...grpc.CallOption) (*DeleteConnectionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteConnectionResponse)
+	err := c.cc.Invoke(ctx, ConnectionService_DeleteConnection_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *connectionServiceClient) GetAccessToken(ctx context.Context, in *GetAccessTokenRequest, opts ...grpc.CallOption) (*GetAccessTokenResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetAccessTokenResponse)
@@ -269,6 +290,16 @@ type ConnectionServiceServer interface {
 	// Permission: connections.manage; the owner of a user-level connection or a connection
 	// admin. Errors: NOT_FOUND, PERMISSION_DENIED.
 	RevokeConnection(context.Context, *RevokeConnectionRequest) (*RevokeConnectionResponse, error)
+	// DeleteConnection removes a connection: it is revoked first when it is not yet (the
+	// RevokeConnection path), then deleted for good once no revocation is pending — it is no
+	// longer listed and its id answers NOT_FOUND. A connection.deleted event is written in the
+	// same transaction. While the provider has not confirmed a revocation it answers
+	// FAILED_PRECONDITION (reason REVOCATION_PENDING) and the connection stays, revoked, for a
+	// later retry (the background worker retries the revocation). Retrying a delete that
+	// succeeded answers NOT_FOUND unless allow_missing is set.
+	// Permission: connections.manage; the owner of a user-level connection or a connection
+	// admin. Errors: NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION (REVOCATION_PENDING).
+	DeleteConnection(context.Context, *DeleteConnectionRequest) (*DeleteConnectionResponse, error)
 	// GetAccessToken returns a valid credential for calling the provider: an OAuth2 access
 	// token refreshed when it is within the refresh margin of its expiry (exactly one refresh
 	// reaches the provider however many callers and replicas ask at once), or the API key /
@@ -328,6 +359,9 @@ func (UnimplementedConnectionServiceServer) SetConnectionEnabled(context.Context
 }
 func (UnimplementedConnectionServiceServer) RevokeConnection(context.Context, *RevokeConnectionRequest) (*RevokeConnectionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeConnection not implemented")
+}
+func (UnimplementedConnectionServiceServer) DeleteConnection(context.Context, *DeleteConnectionRequest) (*DeleteConnectionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteConnection not implemented")
 }
 func (UnimplementedConnectionServiceServer) GetAccessToken(context.Context, *GetAccessTokenRequest) (*GetAccessTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAccessToken not implemented")
@@ -464,6 +498,24 @@ func _ConnectionService_RevokeConnection_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ConnectionService_DeleteConnection_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteConnectionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ConnectionServiceServer).DeleteConnection(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ConnectionService_DeleteConnection_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ConnectionServiceServer).DeleteConnection(ctx, req.(*DeleteConnectionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _ConnectionService_GetAccessToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetAccessTokenRequest)
 	if err := dec(in); err != nil {
@@ -530,6 +582,10 @@ var ConnectionService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeConnection",
 			Handler:    _ConnectionService_RevokeConnection_Handler,
+		},
+		{
+			MethodName: "DeleteConnection",
+			Handler:    _ConnectionService_DeleteConnection_Handler,
 		},
 		{
 			MethodName: "GetAccessToken",

@@ -85,6 +85,41 @@ func (a *App) RevokeConnection(ctx context.Context, id string) (store.Connection
 	return out, err
 }
 
+// ReasonRevocationPending is the FAILED_PRECONDITION reason of a DeleteConnection whose
+// revocation the provider has not confirmed yet.
+const ReasonRevocationPending = "REVOCATION_PENDING"
+
+// DeleteConnection revokes a connection when it is not yet revoked (RevokeConnection's path)
+// and then deletes its row, with a connection.deleted event. Decision: a hard delete, and only
+// once the revocation is final, so no row disappears while the provider may still honour its
+// tokens; a pending revocation is committed (for the worker to retry) and answers
+// FAILED_PRECONDITION REVOCATION_PENDING. allowMissing turns NOT_FOUND into success, so a
+// retried delete is idempotent.
+func (a *App) DeleteConnection(ctx context.Context, id string, allowMissing bool) error {
+	pending := false
+	err := a.manage(ctx, id, func(ctx context.Context, l store.Locked) error {
+		out, err := a.revokeLocked(ctx, l)
+		if err != nil {
+			return err
+		}
+		if out.RevocationState == store.RevocationPending {
+			pending = true
+			return nil // commit the pending revocation
+		}
+		return l.Delete(ctx, a.now())
+	})
+	switch {
+	case err != nil && allowMissing && errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	case pending:
+		return apierr.FailedPrecondition(ReasonRevocationPending,
+			"the connection is revoked but the provider has not confirmed the revocation yet: it is retried, delete again later")
+	}
+	return nil
+}
+
 // revokeLocked is the revocation of a locked connection, shared by RevokeConnection and
 // offboarding (offboard.go); ctx must act for a principal the vault-broker accepts.
 func (a *App) revokeLocked(ctx context.Context, l store.Locked) (store.Connection, error) {

@@ -90,6 +90,18 @@ func (s *connectionServer) RevokeConnection(ctx context.Context, req *connection
 	return &connectionv1.RevokeConnectionResponse{Connection: toConnection(c)}, nil
 }
 
+func (s *connectionServer) DeleteConnection(ctx context.Context, req *connectionv1.DeleteConnectionRequest) (*connectionv1.DeleteConnectionResponse, error) {
+	// allow_missing covers only a connection missing in the caller's own tenant: another
+	// tenant's id is refused as before.
+	if err := ownTenant(ctx, req.GetTenantId(), "connection"); err != nil {
+		return nil, err
+	}
+	if err := s.app.DeleteConnection(ctx, req.GetConnectionId(), req.GetAllowMissing()); err != nil {
+		return nil, err
+	}
+	return &connectionv1.DeleteConnectionResponse{}, nil
+}
+
 func (s *connectionServer) GetAccessToken(ctx context.Context, req *connectionv1.GetAccessTokenRequest) (*connectionv1.GetAccessTokenResponse, error) {
 	if err := ownTenant(ctx, req.GetTenantId(), "connection"); err != nil {
 		return nil, err

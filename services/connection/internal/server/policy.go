@@ -24,6 +24,7 @@ func Policy() authz.Policy {
 		connectionv1.ConnectionService_ListConnections_FullMethodName:            {Permission: authz.ConnectionsRead},
 		connectionv1.ConnectionService_SetConnectionEnabled_FullMethodName:       {Permission: authz.ConnectionsManage},
 		connectionv1.ConnectionService_RevokeConnection_FullMethodName:           {Permission: authz.ConnectionsManage},
+		connectionv1.ConnectionService_DeleteConnection_FullMethodName:           {Permission: authz.ConnectionsManage},
 		connectionv1.ConnectionService_GetAccessToken_FullMethodName:             {Permission: authz.ConnectionsUse, Kinds: tokenUsers},
 		connectionv1.ConnectionService_Proxy_FullMethodName:                      {Permission: authz.ConnectionsUse, Kinds: tokenUsers},
 

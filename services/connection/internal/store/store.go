@@ -26,6 +26,8 @@ var (
 	ErrIdempotencyKeyTaken = errors.New("store: idempotency key already used")
 	// ErrRevoked: the connection is revoked, which is final; the change was not made.
 	ErrRevoked = errors.New("store: connection is revoked")
+	// ErrNotDeletable: the connection is not revoked, or its revocation is still pending.
+	ErrNotDeletable = errors.New("store: connection is not revoked with a final revocation state")
 )
 
 // AuthType is how a connection authenticates (the connections.auth_type values).
@@ -230,6 +232,10 @@ type Locked interface {
 	// not_supported). A revoked connection only moves from pending to a final state.
 	// Event: connection.revoked on the first call only.
 	Revoke(ctx context.Context, state RevocationState, nextAttempt time.Time, at time.Time) (Connection, error)
+	// Delete removes the connection's row, which must be revoked with a final revocation
+	// state (confirmed or not_supported; ErrNotDeletable otherwise — the database's policy
+	// refuses it too). Event: connection.deleted, kept in the outbox.
+	Delete(ctx context.Context, at time.Time) error
 }
 
 // Connections stores connections.

@@ -378,6 +378,26 @@ func (l *locked) Revoke(ctx context.Context, state store.RevocationState, nextAt
 	return c, nil
 }
 
+func (l *locked) Delete(ctx context.Context, _ time.Time) error {
+	if l.c.Status != store.StatusRevoked || l.c.RevocationState == store.RevocationPending {
+		return store.ErrNotDeletable
+	}
+	tag, err := l.tx.Exec(ctx, deleteConnectionSQL, l.c.TenantID, l.c.ID)
+	if err != nil {
+		return interpretError(err)
+	}
+	if tag.RowsAffected() != 1 {
+		// Row-level security kept the row: not this actor's to delete.
+		return store.ErrNotFound
+	}
+	if err := insertEvent(ctx, l.tx, l.c, store.EventDeleted, nil); err != nil {
+		return interpretError(err)
+	}
+	return nil
+}
+
+const deleteConnectionSQL = `DELETE FROM connections WHERE tenant_id = $1 AND id = $2`
+
 // scopesArg is NULL for nil (keep the stored scopes) and the list otherwise.
 func scopesArg(s []string) any {
 	if s == nil {

@@ -309,7 +309,7 @@ func TestRLSWithRawSQL(t *testing.T) {
 			}
 		}
 	})
-	t.Run("nobody deletes a connection or an outbox event", func(t *testing.T) {
+	t.Run("nobody deletes an unrevoked connection or an outbox event", func(t *testing.T) {
 		for _, stmt := range []string{"DELETE FROM connections", "DELETE FROM outbox", "UPDATE outbox SET payload = '{}'"} {
 			tag, err := pgtenant.Exec(ctx, db.AppDB(t), pgtenant.Scope{TenantID: a.tenant, UserID: a.x.UserID}, stmt)
 			if err != nil || tag.RowsAffected() != 0 {
@@ -317,6 +317,74 @@ func TestRLSWithRawSQL(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestDeletePolicy: only a revoked connection whose revocation is final can be deleted, and
+// only by whoever may change it — checked with raw DELETEs as the app role, below the store's
+// own checks — and Locked.Delete writes connection.deleted.
+func TestDeletePolicy(t *testing.T) {
+	t.Parallel()
+	st, db := newStore(t)
+	a := newCast(t, st)
+	other := newCast(t, st)
+	ctx := ctxT(t)
+	revoke := func(actor store.Actor, id string, state store.RevocationState) {
+		t.Helper()
+		err := st.WithLockedConnection(ctx, actor, id, func(ctx context.Context, l store.Locked) error {
+			_, err := l.Revoke(ctx, state, time.Now().Add(time.Hour), time.Now())
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	revoke(a.x, a.ofX.ID, store.RevocationConfirmed)
+	revoke(a.y, a.ofY.ID, store.RevocationPending)
+	revoke(other.x, other.ofX.ID, store.RevocationConfirmed)
+	rawDelete := func(sc pgtenant.Scope, id string) int64 {
+		t.Helper()
+		tag, err := pgtenant.Exec(ctx, db.AppDB(t), sc, "DELETE FROM connections WHERE id = $1", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tag.RowsAffected()
+	}
+	for name, tc := range map[string]struct {
+		sc pgtenant.Scope
+		id string
+	}{
+		"active org connection":                   {pgtenant.Scope{TenantID: a.tenant, UserID: a.admin.UserID}, a.org.ID},
+		"another member's revoked connection":     {pgtenant.Scope{TenantID: a.tenant, UserID: a.y.UserID}, a.ofX.ID},
+		"own connection with pending revocation":  {pgtenant.Scope{TenantID: a.tenant, UserID: a.y.UserID}, a.ofY.ID},
+		"another tenant's revoked connection":     {pgtenant.Scope{TenantID: a.tenant, UserID: other.x.UserID}, other.ofX.ID},
+		"another tenant's connection, no user id": {pgtenant.Scope{TenantID: a.tenant}, other.ofX.ID},
+	} {
+		if n := rawDelete(tc.sc, tc.id); n != 0 {
+			t.Errorf("%s: deleted %d rows", name, n)
+		}
+	}
+	err := st.WithLockedConnection(ctx, a.y, a.ofY.ID, func(ctx context.Context, l store.Locked) error { return l.Delete(ctx, time.Now()) })
+	if !errors.Is(err, store.ErrNotDeletable) {
+		t.Fatalf("Delete with a pending revocation: %v, want ErrNotDeletable", err)
+	}
+	// The owner deletes its own confirmed-revoked connection: the policy is not vacuous.
+	err = st.WithLockedConnection(ctx, a.x, a.ofX.ID, func(ctx context.Context, l store.Locked) error { return l.Delete(ctx, time.Now()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetConnection(ctx, a.admin, a.ofX.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted connection: %v, want ErrNotFound", err)
+	}
+	evs, err := st.Events(ctx, a.tenant, a.ofX.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) == 0 || evs[len(evs)-1].Type != store.EventDeleted {
+		t.Fatalf("events after the delete: %v", evs)
+	}
+	if _, err := st.GetConnection(ctx, other.x, other.ofX.ID); err != nil {
+		t.Fatalf("the other tenant's connection: %v", err)
+	}
 }
 
 // TestLockSerializes: a second WithLockedConnection on the same row waits in PostgreSQL until
