@@ -4,12 +4,9 @@
 // are paused at once (their jobs cancelled) instead of failing at their next run.
 //
 // It pulls (EventService.ListEvents) as the service itself (its platform credential needs
-// events.read). Its cursor lives in the sync database (event_cursors), and each pass runs in one
-// global transaction that first takes a transaction-level advisory lock: one replica consumes
-// at a time, the others skip the pass. The cursor is written in that transaction after the
-// events before it were handled, so a crash re-delivers them (at least once): pausing is
-// idempotent, and the webhook event carries the connection event's id for receivers to
-// deduplicate on.
+// events.read) through pkg/eventcursor: a durable cursor in the sync database, one replica at a
+// time, at least once. Pausing is idempotent, and the webhook event carries the connection
+// event's id for receivers to deduplicate on.
 package connevents
 
 import (
@@ -19,11 +16,11 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	connectionv1 "github.com/bulkhead/bulkhead/gen/bulkhead/connection/v1"
+	"github.com/bulkhead/bulkhead/pkg/eventcursor"
 	"github.com/bulkhead/bulkhead/pkg/grpcserver"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 )
@@ -113,16 +110,10 @@ func (c *Client) ListEvents(ctx context.Context, after string, pageSize int, typ
 }
 
 // Pass is what one pass did, for logs and test signals.
-type Pass struct {
-	// Locked is false when another replica held the lock: the pass did nothing.
-	Locked bool
-	// Events were handled and the cursor moved past them.
-	Events int
-	// Cursor is the stored cursor after the pass.
-	Cursor string
-	// Err is why the pass stopped early (the cursor stays before the failed event).
-	Err error
-}
+type Pass = eventcursor.Pass
+
+// Worker runs passes.
+type Worker = eventcursor.Worker[Event]
 
 // Config configures a Worker.
 type Config struct {
@@ -131,19 +122,9 @@ type Config struct {
 	Handler Handler
 	// Interval between passes [5s].
 	Interval time.Duration
-	// PageSize of each ListEvents call [100]; MaxPages bounds one pass [10], so the pass's
-	// transaction and lock are not held for long.
-	PageSize int
-	MaxPages int
 	Logger   *slog.Logger
 	// OnPass, if set, is called after every pass (tests wait on it instead of sleeping).
 	OnPass func(Pass)
-}
-
-// Worker runs passes. Safe for concurrent use (passes serialize on the lock).
-type Worker struct {
-	cfg Config
-	log *slog.Logger
 }
 
 // New checks cfg and returns a Worker.
@@ -151,103 +132,27 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.DB == nil || cfg.Source == nil || cfg.Handler == nil {
 		return nil, errors.New("connevents: DB, Source and Handler are required")
 	}
-	if cfg.Interval <= 0 {
-		cfg.Interval = 5 * time.Second
-	}
-	if cfg.PageSize <= 0 {
-		cfg.PageSize = 100
-	}
-	if cfg.MaxPages <= 0 {
-		cfg.MaxPages = 10
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Worker{cfg: cfg, log: log.With("component", "connevents")}, nil
-}
-
-// Run passes every Interval until ctx ends, starting at once. A failed pass is logged and
-// retried at the next tick.
-func (w *Worker) Run(ctx context.Context) {
-	t := time.NewTicker(w.cfg.Interval)
-	defer t.Stop()
-	for {
-		p := w.RunOnce(ctx)
-		if p.Err != nil && ctx.Err() == nil {
-			w.log.WarnContext(ctx, "connection events pass failed", "error", p.Err.Error(), "cursor", p.Cursor)
-		}
-		if w.cfg.OnPass != nil {
-			w.cfg.OnPass(p)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-const (
-	lockSQL       = `SELECT pg_try_advisory_xact_lock($1)`
-	ensureSQL     = `INSERT INTO event_cursors (consumer, cursor) VALUES ($1, '') ON CONFLICT (consumer) DO NOTHING`
-	readCursorSQL = `SELECT cursor FROM event_cursors WHERE consumer = $1`
-	saveCursorSQL = `UPDATE event_cursors SET cursor = $2, updated_at = now() WHERE consumer = $1`
-)
-
-// RunOnce runs one pass: under the lock, it pages the events after the stored cursor, handles
-// each, and stores the cursor after the last one handled.
-func (w *Worker) RunOnce(ctx context.Context) Pass {
-	var p Pass
-	err := w.cfg.DB.InGlobalTx(ctx, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, lockSQL, lockKey).Scan(&p.Locked); err != nil || !p.Locked {
-			return err
-		}
-		if _, err := tx.Exec(ctx, ensureSQL, Consumer); err != nil {
-			return fmt.Errorf("connevents: cursor row: %w", err)
-		}
-		if err := tx.QueryRow(ctx, readCursorSQL, Consumer).Scan(&p.Cursor); err != nil {
-			return fmt.Errorf("connevents: read cursor: %w", err)
-		}
-		start := p.Cursor
-		p.Err = w.consume(ctx, &p)
-		if p.Cursor == start {
-			return nil
-		}
-		// Saved even when a later event failed: the events before it are done.
-		if _, err := tx.Exec(ctx, saveCursorSQL, Consumer, p.Cursor); err != nil {
-			return fmt.Errorf("connevents: save cursor: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		p.Err = errors.Join(p.Err, err)
-	}
-	return p
-}
-
-// consume handles pages of events after p.Cursor, moving p.Cursor past each handled one.
-func (w *Worker) consume(ctx context.Context, p *Pass) error {
-	for range w.cfg.MaxPages {
-		evs, next, err := w.cfg.Source.ListEvents(ctx, p.Cursor, w.cfg.PageSize, Types)
-		if err != nil {
-			return err
-		}
-		for _, ev := range evs {
+	log = log.With("component", Consumer)
+	return eventcursor.New(eventcursor.Config[Event]{
+		DB: cfg.DB, Name: Consumer, LockKey: lockKey,
+		List: func(ctx context.Context, after string, pageSize int) ([]Event, string, error) {
+			return cfg.Source.ListEvents(ctx, after, pageSize, Types)
+		},
+		Cursor: func(ev Event) string { return ev.Cursor },
+		Handle: func(ctx context.Context, ev Event) error {
 			if ev.TenantID == "" || ev.ConnectionID == "" {
-				w.log.WarnContext(ctx, "skipping a connection event without tenant or connection", "event_id", ev.ID, "type", ev.Type)
-			} else if err := w.cfg.Handler(ctx, ev); err != nil {
-				return fmt.Errorf("connevents: %s event %s of tenant %s: %w", ev.Type, ev.ID, ev.TenantID, err)
+				log.WarnContext(ctx, "skipping a connection event without tenant or connection", "event_id", ev.ID, "type", ev.Type)
+				return nil
 			}
-			p.Events++
-			p.Cursor = ev.Cursor
-		}
-		if len(evs) == 0 {
-			if next != "" {
-				p.Cursor = next
+			if err := cfg.Handler(ctx, ev); err != nil {
+				return fmt.Errorf("%s event %s of tenant %s: %w", ev.Type, ev.ID, ev.TenantID, err)
 			}
 			return nil
-		}
-	}
-	return nil
+		},
+		Interval: cfg.Interval, Logger: log, OnPass: cfg.OnPass,
+	})
 }
