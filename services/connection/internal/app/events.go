@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/bulkhead/bulkhead/pkg/apierr"
+	"github.com/bulkhead/bulkhead/pkg/outbox"
 	"github.com/bulkhead/bulkhead/services/connection/internal/store"
 )
 
@@ -18,7 +17,7 @@ const (
 )
 
 // Events is EventService's use case: Bulkhead services page through the connection outbox.
-// It mirrors identity's EventService (same cursor, same late-commit-safe order).
+// It mirrors identity's EventService: the same cursor (pkg/outbox) and late-commit-safe order.
 type Events struct {
 	log store.EventLog
 }
@@ -40,7 +39,7 @@ type EventPage struct {
 // List returns up to size events after the cursor after ("" from the start), of types (all
 // when empty). The caller must be an authorized Bulkhead service: this read spans tenants.
 func (e *Events) List(ctx context.Context, after string, size int32, types []string) (*EventPage, error) {
-	cur, err := DecodeEventCursor(after)
+	cur, err := outbox.ParseCursor(after)
 	if err != nil {
 		return nil, err
 	}
@@ -59,34 +58,7 @@ func (e *Events) List(ctx context.Context, after string, size int32, types []str
 	}
 	next := after
 	if len(evs) > 0 {
-		next = EncodeEventCursor(evs[len(evs)-1].Cursor)
+		next = evs[len(evs)-1].Cursor.String()
 	}
 	return &EventPage{Events: evs, Next: next}, nil
-}
-
-// EncodeEventCursor renders a cursor as "<xid>.<seq>" (identity's format). Not signed and not
-// secret: it only says where to continue in a log the caller may read in full anyway.
-func EncodeEventCursor(c store.EventCursor) string {
-	return strconv.FormatUint(c.XID, 10) + "." + strconv.FormatInt(c.Seq, 10)
-}
-
-// DecodeEventCursor parses EncodeEventCursor's output; "" is the start.
-func DecodeEventCursor(s string) (store.EventCursor, error) {
-	if s == "" {
-		return store.EventCursor{}, nil
-	}
-	bad := apierr.InvalidArgument("after_cursor", "invalid cursor")
-	x, q, ok := strings.Cut(s, ".")
-	if !ok {
-		return store.EventCursor{}, bad
-	}
-	xid, err := strconv.ParseUint(x, 10, 64)
-	if err != nil {
-		return store.EventCursor{}, bad
-	}
-	seq, err := strconv.ParseInt(q, 10, 64)
-	if err != nil || seq < 0 {
-		return store.EventCursor{}, bad
-	}
-	return store.EventCursor{XID: xid, Seq: seq}, nil
 }

@@ -31,7 +31,7 @@ func (s *eventServer) ListEvents(ctx context.Context, req *connectionv1.ListEven
 		}
 		out.Events[i] = &connectionv1.Event{
 			TenantId: e.TenantID, EventId: e.ID, Type: string(e.Type), ConnectionId: e.ConnectionID,
-			Payload: payload, CreateTime: timestamppb.New(e.CreatedAt), Cursor: app.EncodeEventCursor(e.Cursor),
+			Payload: payload, CreateTime: timestamppb.New(e.CreatedAt), Cursor: e.Cursor.String(),
 		}
 	}
 	return out, nil

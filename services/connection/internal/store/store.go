@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/bulkhead/bulkhead/pkg/outbox"
 )
 
 // Errors every implementation returns (possibly wrapped). The use cases translate them into
@@ -334,10 +336,7 @@ type Store interface {
 
 // EventCursor is a position in the outbox: the writing transaction's id and the row's
 // sequence number. The zero value is the start.
-type EventCursor struct {
-	XID uint64
-	Seq int64
-}
+type EventCursor = outbox.Cursor
 
 // StoredEvent is an outbox row as Bulkhead services read it across tenants.
 type StoredEvent struct {

@@ -31,7 +31,7 @@ func (s *eventServer) ListEvents(ctx context.Context, req *identityv1.ListEvents
 		}
 		out.Events[i] = &identityv1.Event{
 			TenantId: e.TenantID, EventId: e.ID, Type: e.Type, Payload: payload,
-			CreateTime: timestamppb.New(e.CreatedAt), Cursor: app.EncodeEventCursor(e.Cursor),
+			CreateTime: timestamppb.New(e.CreatedAt), Cursor: e.Cursor.String(),
 		}
 	}
 	return out, nil

@@ -3,14 +3,13 @@ package store
 import (
 	"context"
 	"time"
+
+	"github.com/bulkhead/bulkhead/pkg/outbox"
 )
 
 // EventCursor is a position in the outbox: the writing transaction's id and the row's
 // sequence number. The zero value is the start.
-type EventCursor struct {
-	XID uint64
-	Seq int64
-}
+type EventCursor = outbox.Cursor
 
 // StoredEvent is an outbox row as read back.
 type StoredEvent struct {
