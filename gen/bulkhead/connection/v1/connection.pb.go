@@ -208,6 +208,11 @@ const (
 	// The provider has no revocation endpoint (or the credential is not revocable there): the
 	// credential was deleted here only.
 	RevocationState_REVOCATION_STATE_NOT_SUPPORTED RevocationState = 3
+	// Revocation at the provider was given up: the provider refused it for good, the egress
+	// policy forbids its revocation endpoint, retries outlasted the give-up period, or the
+	// tenant's offboarding deadline passed. The credential was deleted here; it may stay valid
+	// at the provider until it expires there. revocation_failure_reason says why.
+	RevocationState_REVOCATION_STATE_FAILED RevocationState = 4
 )
 
 // Enum value maps for RevocationState.
@@ -217,12 +222,14 @@ var (
 		1: "REVOCATION_STATE_PENDING",
 		2: "REVOCATION_STATE_CONFIRMED",
 		3: "REVOCATION_STATE_NOT_SUPPORTED",
+		4: "REVOCATION_STATE_FAILED",
 	}
 	RevocationState_value = map[string]int32{
 		"REVOCATION_STATE_UNSPECIFIED":   0,
 		"REVOCATION_STATE_PENDING":       1,
 		"REVOCATION_STATE_CONFIRMED":     2,
 		"REVOCATION_STATE_NOT_SUPPORTED": 3,
+		"REVOCATION_STATE_FAILED":        4,
 	}
 )
 
@@ -376,8 +383,10 @@ type Connection struct {
 	AuthType        AuthType               `protobuf:"varint,14,opt,name=auth_type,json=authType,proto3,enum=bulkhead.connection.v1.AuthType" json:"auth_type,omitempty"`
 	// OAuth2 scopes the provider granted.
 	GrantedScopes []string `protobuf:"bytes,15,rep,name=granted_scopes,json=grantedScopes,proto3" json:"granted_scopes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Why revocation at the provider failed (REVOCATION_STATE_FAILED), secret-free.
+	RevocationFailureReason string `protobuf:"bytes,16,opt,name=revocation_failure_reason,json=revocationFailureReason,proto3" json:"revocation_failure_reason,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Connection) Reset() {
@@ -513,6 +522,13 @@ func (x *Connection) GetGrantedScopes() []string {
 		return x.GrantedScopes
 	}
 	return nil
+}
+
+func (x *Connection) GetRevocationFailureReason() string {
+	if x != nil {
+		return x.RevocationFailureReason
+	}
+	return ""
 }
 
 type CreateCredentialConnectionRequest struct {
@@ -1784,7 +1800,7 @@ const file_bulkhead_connection_v1_connection_proto_rawDesc = "" +
 	"\x14consecutive_failures\x18\x04 \x01(\x05R\x13consecutiveFailures\x12S\n" +
 	"\x18access_token_expire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x15accessTokenExpireTime\x12U\n" +
 	"\x19refresh_token_expire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x16refreshTokenExpireTime\x12B\n" +
-	"\x0fnext_check_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rnextCheckTime\"\xb2\x06\n" +
+	"\x0fnext_check_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rnextCheckTime\"\xee\x06\n" +
 	"\n" +
 	"Connection\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12#\n" +
@@ -1804,7 +1820,8 @@ const file_bulkhead_connection_v1_connection_proto_rawDesc = "" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12=\n" +
 	"\tauth_type\x18\x0e \x01(\x0e2 .bulkhead.connection.v1.AuthTypeR\bauthType\x12%\n" +
-	"\x0egranted_scopes\x18\x0f \x03(\tR\rgrantedScopes\x1a9\n" +
+	"\x0egranted_scopes\x18\x0f \x03(\tR\rgrantedScopes\x12:\n" +
+	"\x19revocation_failure_reason\x18\x10 \x01(\tR\x17revocationFailureReason\x1a9\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbe\x04\n" +
@@ -1935,12 +1952,13 @@ const file_bulkhead_connection_v1_connection_proto_rawDesc = "" +
 	"\x10AUTH_TYPE_OAUTH2\x10\x01\x12'\n" +
 	"#AUTH_TYPE_OAUTH2_CLIENT_CREDENTIALS\x10\x02\x12\x15\n" +
 	"\x11AUTH_TYPE_API_KEY\x10\x03\x12\x13\n" +
-	"\x0fAUTH_TYPE_BASIC\x10\x04*\x95\x01\n" +
+	"\x0fAUTH_TYPE_BASIC\x10\x04*\xb2\x01\n" +
 	"\x0fRevocationState\x12 \n" +
 	"\x1cREVOCATION_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18REVOCATION_STATE_PENDING\x10\x01\x12\x1e\n" +
 	"\x1aREVOCATION_STATE_CONFIRMED\x10\x02\x12\"\n" +
-	"\x1eREVOCATION_STATE_NOT_SUPPORTED\x10\x032\xc1\b\n" +
+	"\x1eREVOCATION_STATE_NOT_SUPPORTED\x10\x03\x12\x1b\n" +
+	"\x17REVOCATION_STATE_FAILED\x10\x042\xc1\b\n" +
 	"\x11ConnectionService\x12\x93\x01\n" +
 	"\x1aCreateCredentialConnection\x129.bulkhead.connection.v1.CreateCredentialConnectionRequest\x1a:.bulkhead.connection.v1.CreateCredentialConnectionResponse\x12{\n" +
 	"\x12StartAuthorization\x121.bulkhead.connection.v1.StartAuthorizationRequest\x1a2.bulkhead.connection.v1.StartAuthorizationResponse\x12l\n" +

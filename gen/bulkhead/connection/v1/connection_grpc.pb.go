@@ -94,7 +94,8 @@ type ConnectionServiceClient interface {
 	// longer listed and its id answers NOT_FOUND. A connection.deleted event is written in the
 	// same transaction. While the provider has not confirmed a revocation it answers
 	// FAILED_PRECONDITION (reason REVOCATION_PENDING) and the connection stays, revoked, for a
-	// later retry (the background worker retries the revocation). Retrying a delete that
+	// later retry (the background worker retries the revocation until it is confirmed or
+	// given up as REVOCATION_STATE_FAILED, after which the delete goes through). Retrying a delete that
 	// succeeded answers NOT_FOUND unless allow_missing is set.
 	// Permission: connections.manage; the owner of a user-level connection or a connection
 	// admin. Errors: NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION (REVOCATION_PENDING).
@@ -295,7 +296,8 @@ type ConnectionServiceServer interface {
 	// longer listed and its id answers NOT_FOUND. A connection.deleted event is written in the
 	// same transaction. While the provider has not confirmed a revocation it answers
 	// FAILED_PRECONDITION (reason REVOCATION_PENDING) and the connection stays, revoked, for a
-	// later retry (the background worker retries the revocation). Retrying a delete that
+	// later retry (the background worker retries the revocation until it is confirmed or
+	// given up as REVOCATION_STATE_FAILED, after which the delete goes through). Retrying a delete that
 	// succeeded answers NOT_FOUND unless allow_missing is set.
 	// Permission: connections.manage; the owner of a user-level connection or a connection
 	// admin. Errors: NOT_FOUND, PERMISSION_DENIED, FAILED_PRECONDITION (REVOCATION_PENDING).

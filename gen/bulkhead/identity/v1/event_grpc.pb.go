@@ -28,7 +28,7 @@ const (
 //
 // EventService lets Bulkhead services consume identity's outbox: the events written in the
 // same transaction as the change they announce (member.removed, tenant.created,
-// tenant.suspended, tenant.resumed, tenant.deleted). Consumers pull with their own cursor and
+// tenant.suspended, tenant.resumed, tenant.deleting, tenant.deleted). Consumers pull with their own cursor and
 // must be idempotent: delivery is at least once.
 type EventServiceClient interface {
 	// ListEvents returns events after after_cursor, across every tenant, in a stable order that
@@ -64,7 +64,7 @@ func (c *eventServiceClient) ListEvents(ctx context.Context, in *ListEventsReque
 //
 // EventService lets Bulkhead services consume identity's outbox: the events written in the
 // same transaction as the change they announce (member.removed, tenant.created,
-// tenant.suspended, tenant.resumed, tenant.deleted). Consumers pull with their own cursor and
+// tenant.suspended, tenant.resumed, tenant.deleting, tenant.deleted). Consumers pull with their own cursor and
 // must be idempotent: delivery is at least once.
 type EventServiceServer interface {
 	// ListEvents returns events after after_cursor, across every tenant, in a stable order that

@@ -32,8 +32,12 @@ const (
 	TenantStatus_TENANT_STATUS_ACTIVE TenantStatus = 1
 	// The kill switch is on: every service refuses the tenant's tokens.
 	TenantStatus_TENANT_STATUS_SUSPENDED TenantStatus = 2
-	// Offboarding has started; the tenant never comes back.
+	// Offboarding is complete: connections revoked, Vault layout deleted. Never comes back.
 	TenantStatus_TENANT_STATUS_DELETED TenantStatus = 3
+	// DeleteTenant was called and offboarding is under way. The tenant's own principals are
+	// refused as for a suspension; only Bulkhead services holding tenants.offboard still act
+	// for it, to finish offboarding. Never comes back.
+	TenantStatus_TENANT_STATUS_DELETING TenantStatus = 4
 )
 
 // Enum value maps for TenantStatus.
@@ -43,12 +47,14 @@ var (
 		1: "TENANT_STATUS_ACTIVE",
 		2: "TENANT_STATUS_SUSPENDED",
 		3: "TENANT_STATUS_DELETED",
+		4: "TENANT_STATUS_DELETING",
 	}
 	TenantStatus_value = map[string]int32{
 		"TENANT_STATUS_UNSPECIFIED": 0,
 		"TENANT_STATUS_ACTIVE":      1,
 		"TENANT_STATUS_SUSPENDED":   2,
 		"TENANT_STATUS_DELETED":     3,
+		"TENANT_STATUS_DELETING":    4,
 	}
 )
 
@@ -79,6 +85,103 @@ func (TenantStatus) EnumDescriptor() ([]byte, []int) {
 	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{0}
 }
 
+// TenantLifecycle is where the tenant's cross-service lifecycle saga stands. Each step is
+// retried with backoff until it succeeds; a failing step shows its last error here.
+type TenantLifecycle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step still to be done, empty when none:
+	//
+	//	"vault.provision"      — the vault-broker creates the tenant's Vault layout (after
+	//	                         CreateTenant; until then its credentials cannot be stored);
+	//	"connections.offboard" — the connection service revokes every connection at its
+	//	                         provider (after DeleteTenant);
+	//	"vault.deprovision"    — the vault-broker deletes the tenant's Vault layout.
+	PendingStep string `protobuf:"bytes,1,opt,name=pending_step,json=pendingStep,proto3" json:"pending_step,omitempty"`
+	// Failed attempts at the pending step.
+	Attempts int32 `protobuf:"varint,2,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The last failure of the pending step, secret-free.
+	LastError       string                 `protobuf:"bytes,3,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	// When DeleteTenant was called.
+	DeleteTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=delete_time,json=deleteTime,proto3" json:"delete_time,omitempty"`
+	// Steps done, in order.
+	CompletedSteps []string `protobuf:"bytes,6,rep,name=completed_steps,json=completedSteps,proto3" json:"completed_steps,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TenantLifecycle) Reset() {
+	*x = TenantLifecycle{}
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantLifecycle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantLifecycle) ProtoMessage() {}
+
+func (x *TenantLifecycle) ProtoReflect() protoreflect.Message {
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantLifecycle.ProtoReflect.Descriptor instead.
+func (*TenantLifecycle) Descriptor() ([]byte, []int) {
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *TenantLifecycle) GetPendingStep() string {
+	if x != nil {
+		return x.PendingStep
+	}
+	return ""
+}
+
+func (x *TenantLifecycle) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *TenantLifecycle) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *TenantLifecycle) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
+func (x *TenantLifecycle) GetDeleteTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeleteTime
+	}
+	return nil
+}
+
+func (x *TenantLifecycle) GetCompletedSteps() []string {
+	if x != nil {
+		return x.CompletedSteps
+	}
+	return nil
+}
+
 // Tenant is one customer of the platform.
 type Tenant struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -89,13 +192,14 @@ type Tenant struct {
 	SuspendReason string                 `protobuf:"bytes,4,opt,name=suspend_reason,json=suspendReason,proto3" json:"suspend_reason,omitempty"`
 	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	Lifecycle     *TenantLifecycle       `protobuf:"bytes,7,opt,name=lifecycle,proto3" json:"lifecycle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[0]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +211,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[0]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +224,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{0}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Tenant) GetTenantId() string {
@@ -165,6 +269,13 @@ func (x *Tenant) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Tenant) GetLifecycle() *TenantLifecycle {
+	if x != nil {
+		return x.Lifecycle
+	}
+	return nil
+}
+
 type CreateTenantRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A display name for the tenant.
@@ -180,7 +291,7 @@ type CreateTenantRequest struct {
 
 func (x *CreateTenantRequest) Reset() {
 	*x = CreateTenantRequest{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[1]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +303,7 @@ func (x *CreateTenantRequest) String() string {
 func (*CreateTenantRequest) ProtoMessage() {}
 
 func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[1]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +316,7 @@ func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{1}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateTenantRequest) GetName() string {
@@ -254,7 +365,7 @@ type CreateTenantResponse struct {
 
 func (x *CreateTenantResponse) Reset() {
 	*x = CreateTenantResponse{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[2]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -266,7 +377,7 @@ func (x *CreateTenantResponse) String() string {
 func (*CreateTenantResponse) ProtoMessage() {}
 
 func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[2]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -279,7 +390,7 @@ func (x *CreateTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantResponse.ProtoReflect.Descriptor instead.
 func (*CreateTenantResponse) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{2}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateTenantResponse) GetTenant() *Tenant {
@@ -326,7 +437,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[3]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +449,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[3]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +462,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{3}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetTenantRequest) GetTenantId() string {
@@ -370,7 +481,7 @@ type GetTenantResponse struct {
 
 func (x *GetTenantResponse) Reset() {
 	*x = GetTenantResponse{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[4]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +493,7 @@ func (x *GetTenantResponse) String() string {
 func (*GetTenantResponse) ProtoMessage() {}
 
 func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[4]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +506,7 @@ func (x *GetTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantResponse) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{4}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetTenantResponse) GetTenant() *Tenant {
@@ -416,7 +527,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[5]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +539,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[5]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +552,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{5}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListTenantsRequest) GetPageSize() int32 {
@@ -468,7 +579,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[6]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +591,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[6]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +604,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{6}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -520,7 +631,7 @@ type SuspendTenantRequest struct {
 
 func (x *SuspendTenantRequest) Reset() {
 	*x = SuspendTenantRequest{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[7]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +643,7 @@ func (x *SuspendTenantRequest) String() string {
 func (*SuspendTenantRequest) ProtoMessage() {}
 
 func (x *SuspendTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[7]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +656,7 @@ func (x *SuspendTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendTenantRequest.ProtoReflect.Descriptor instead.
 func (*SuspendTenantRequest) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{7}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SuspendTenantRequest) GetTenantId() string {
@@ -571,7 +682,7 @@ type SuspendTenantResponse struct {
 
 func (x *SuspendTenantResponse) Reset() {
 	*x = SuspendTenantResponse{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[8]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +694,7 @@ func (x *SuspendTenantResponse) String() string {
 func (*SuspendTenantResponse) ProtoMessage() {}
 
 func (x *SuspendTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[8]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +707,7 @@ func (x *SuspendTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SuspendTenantResponse.ProtoReflect.Descriptor instead.
 func (*SuspendTenantResponse) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{8}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SuspendTenantResponse) GetTenant() *Tenant {
@@ -615,7 +726,7 @@ type ResumeTenantRequest struct {
 
 func (x *ResumeTenantRequest) Reset() {
 	*x = ResumeTenantRequest{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[9]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +738,7 @@ func (x *ResumeTenantRequest) String() string {
 func (*ResumeTenantRequest) ProtoMessage() {}
 
 func (x *ResumeTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[9]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +751,7 @@ func (x *ResumeTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeTenantRequest.ProtoReflect.Descriptor instead.
 func (*ResumeTenantRequest) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{9}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResumeTenantRequest) GetTenantId() string {
@@ -659,7 +770,7 @@ type ResumeTenantResponse struct {
 
 func (x *ResumeTenantResponse) Reset() {
 	*x = ResumeTenantResponse{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[10]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +782,7 @@ func (x *ResumeTenantResponse) String() string {
 func (*ResumeTenantResponse) ProtoMessage() {}
 
 func (x *ResumeTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[10]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +795,7 @@ func (x *ResumeTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeTenantResponse.ProtoReflect.Descriptor instead.
 func (*ResumeTenantResponse) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{10}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResumeTenantResponse) GetTenant() *Tenant {
@@ -703,7 +814,7 @@ type DeleteTenantRequest struct {
 
 func (x *DeleteTenantRequest) Reset() {
 	*x = DeleteTenantRequest{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[11]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +826,7 @@ func (x *DeleteTenantRequest) String() string {
 func (*DeleteTenantRequest) ProtoMessage() {}
 
 func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[11]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +839,7 @@ func (x *DeleteTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTenantRequest) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{11}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteTenantRequest) GetTenantId() string {
@@ -747,7 +858,7 @@ type DeleteTenantResponse struct {
 
 func (x *DeleteTenantResponse) Reset() {
 	*x = DeleteTenantResponse{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[12]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +870,7 @@ func (x *DeleteTenantResponse) String() string {
 func (*DeleteTenantResponse) ProtoMessage() {}
 
 func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[12]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +883,7 @@ func (x *DeleteTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTenantResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTenantResponse) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{12}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteTenantResponse) GetTenant() *Tenant {
@@ -791,7 +902,7 @@ type GetTenantStatusRequest struct {
 
 func (x *GetTenantStatusRequest) Reset() {
 	*x = GetTenantStatusRequest{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[13]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +914,7 @@ func (x *GetTenantStatusRequest) String() string {
 func (*GetTenantStatusRequest) ProtoMessage() {}
 
 func (x *GetTenantStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[13]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +927,7 @@ func (x *GetTenantStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantStatusRequest) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{13}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetTenantStatusRequest) GetTenantId() string {
@@ -835,7 +946,7 @@ type GetTenantStatusResponse struct {
 
 func (x *GetTenantStatusResponse) Reset() {
 	*x = GetTenantStatusResponse{}
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[14]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +958,7 @@ func (x *GetTenantStatusResponse) String() string {
 func (*GetTenantStatusResponse) ProtoMessage() {}
 
 func (x *GetTenantStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[14]
+	mi := &file_bulkhead_identity_v1_tenant_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +971,7 @@ func (x *GetTenantStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetTenantStatusResponse) Descriptor() ([]byte, []int) {
-	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{14}
+	return file_bulkhead_identity_v1_tenant_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetTenantStatusResponse) GetStatus() TenantStatus {
@@ -874,7 +985,16 @@ var File_bulkhead_identity_v1_tenant_proto protoreflect.FileDescriptor
 
 const file_bulkhead_identity_v1_tenant_proto_rawDesc = "" +
 	"\n" +
-	"!bulkhead/identity/v1/tenant.proto\x12\x14bulkhead.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a!bulkhead/identity/v1/member.proto\x1a*bulkhead/identity/v1/service_account.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x02\n" +
+	"!bulkhead/identity/v1/tenant.proto\x12\x14bulkhead.identity.v1\x1a\x1bbuf/validate/validate.proto\x1a!bulkhead/identity/v1/member.proto\x1a*bulkhead/identity/v1/service_account.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n" +
+	"\x0fTenantLifecycle\x12!\n" +
+	"\fpending_step\x18\x01 \x01(\tR\vpendingStep\x12\x1a\n" +
+	"\battempts\x18\x02 \x01(\x05R\battempts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x03 \x01(\tR\tlastError\x12F\n" +
+	"\x11next_attempt_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12;\n" +
+	"\vdelete_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"deleteTime\x12'\n" +
+	"\x0fcompleted_steps\x18\x06 \x03(\tR\x0ecompletedSteps\"\xdb\x02\n" +
 	"\x06Tenant\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12:\n" +
@@ -883,7 +1003,8 @@ const file_bulkhead_identity_v1_tenant_proto_rawDesc = "" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xdf\x01\n" +
+	"updateTime\x12C\n" +
+	"\tlifecycle\x18\a \x01(\v2%.bulkhead.identity.v1.TenantLifecycleR\tlifecycle\"\xdf\x01\n" +
 	"\x13CreateTenantRequest\x12\x1d\n" +
 	"\x04name\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\x04name\x12+\n" +
 	"\vowner_email\x18\x02 \x01(\tB\n" +
@@ -925,12 +1046,13 @@ const file_bulkhead_identity_v1_tenant_proto_rawDesc = "" +
 	"\x16GetTenantStatusRequest\x12%\n" +
 	"\ttenant_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\btenantId\"U\n" +
 	"\x17GetTenantStatusResponse\x12:\n" +
-	"\x06status\x18\x01 \x01(\x0e2\".bulkhead.identity.v1.TenantStatusR\x06status*\x7f\n" +
+	"\x06status\x18\x01 \x01(\x0e2\".bulkhead.identity.v1.TenantStatusR\x06status*\x9b\x01\n" +
 	"\fTenantStatus\x12\x1d\n" +
 	"\x19TENANT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14TENANT_STATUS_ACTIVE\x10\x01\x12\x1b\n" +
 	"\x17TENANT_STATUS_SUSPENDED\x10\x02\x12\x19\n" +
-	"\x15TENANT_STATUS_DELETED\x10\x032\xe0\x05\n" +
+	"\x15TENANT_STATUS_DELETED\x10\x03\x12\x1a\n" +
+	"\x16TENANT_STATUS_DELETING\x10\x042\xe0\x05\n" +
 	"\rTenantService\x12e\n" +
 	"\fCreateTenant\x12).bulkhead.identity.v1.CreateTenantRequest\x1a*.bulkhead.identity.v1.CreateTenantResponse\x12\\\n" +
 	"\tGetTenant\x12&.bulkhead.identity.v1.GetTenantRequest\x1a'.bulkhead.identity.v1.GetTenantResponse\x12b\n" +
@@ -954,60 +1076,64 @@ func file_bulkhead_identity_v1_tenant_proto_rawDescGZIP() []byte {
 }
 
 var file_bulkhead_identity_v1_tenant_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bulkhead_identity_v1_tenant_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_bulkhead_identity_v1_tenant_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_bulkhead_identity_v1_tenant_proto_goTypes = []any{
 	(TenantStatus)(0),               // 0: bulkhead.identity.v1.TenantStatus
-	(*Tenant)(nil),                  // 1: bulkhead.identity.v1.Tenant
-	(*CreateTenantRequest)(nil),     // 2: bulkhead.identity.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),    // 3: bulkhead.identity.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),        // 4: bulkhead.identity.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),       // 5: bulkhead.identity.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),      // 6: bulkhead.identity.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),     // 7: bulkhead.identity.v1.ListTenantsResponse
-	(*SuspendTenantRequest)(nil),    // 8: bulkhead.identity.v1.SuspendTenantRequest
-	(*SuspendTenantResponse)(nil),   // 9: bulkhead.identity.v1.SuspendTenantResponse
-	(*ResumeTenantRequest)(nil),     // 10: bulkhead.identity.v1.ResumeTenantRequest
-	(*ResumeTenantResponse)(nil),    // 11: bulkhead.identity.v1.ResumeTenantResponse
-	(*DeleteTenantRequest)(nil),     // 12: bulkhead.identity.v1.DeleteTenantRequest
-	(*DeleteTenantResponse)(nil),    // 13: bulkhead.identity.v1.DeleteTenantResponse
-	(*GetTenantStatusRequest)(nil),  // 14: bulkhead.identity.v1.GetTenantStatusRequest
-	(*GetTenantStatusResponse)(nil), // 15: bulkhead.identity.v1.GetTenantStatusResponse
-	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
-	(*Member)(nil),                  // 17: bulkhead.identity.v1.Member
-	(*ApiKey)(nil),                  // 18: bulkhead.identity.v1.ApiKey
+	(*TenantLifecycle)(nil),         // 1: bulkhead.identity.v1.TenantLifecycle
+	(*Tenant)(nil),                  // 2: bulkhead.identity.v1.Tenant
+	(*CreateTenantRequest)(nil),     // 3: bulkhead.identity.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),    // 4: bulkhead.identity.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),        // 5: bulkhead.identity.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),       // 6: bulkhead.identity.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),      // 7: bulkhead.identity.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),     // 8: bulkhead.identity.v1.ListTenantsResponse
+	(*SuspendTenantRequest)(nil),    // 9: bulkhead.identity.v1.SuspendTenantRequest
+	(*SuspendTenantResponse)(nil),   // 10: bulkhead.identity.v1.SuspendTenantResponse
+	(*ResumeTenantRequest)(nil),     // 11: bulkhead.identity.v1.ResumeTenantRequest
+	(*ResumeTenantResponse)(nil),    // 12: bulkhead.identity.v1.ResumeTenantResponse
+	(*DeleteTenantRequest)(nil),     // 13: bulkhead.identity.v1.DeleteTenantRequest
+	(*DeleteTenantResponse)(nil),    // 14: bulkhead.identity.v1.DeleteTenantResponse
+	(*GetTenantStatusRequest)(nil),  // 15: bulkhead.identity.v1.GetTenantStatusRequest
+	(*GetTenantStatusResponse)(nil), // 16: bulkhead.identity.v1.GetTenantStatusResponse
+	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
+	(*Member)(nil),                  // 18: bulkhead.identity.v1.Member
+	(*ApiKey)(nil),                  // 19: bulkhead.identity.v1.ApiKey
 }
 var file_bulkhead_identity_v1_tenant_proto_depIdxs = []int32{
-	0,  // 0: bulkhead.identity.v1.Tenant.status:type_name -> bulkhead.identity.v1.TenantStatus
-	16, // 1: bulkhead.identity.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	16, // 2: bulkhead.identity.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 3: bulkhead.identity.v1.CreateTenantResponse.tenant:type_name -> bulkhead.identity.v1.Tenant
-	17, // 4: bulkhead.identity.v1.CreateTenantResponse.owner:type_name -> bulkhead.identity.v1.Member
-	18, // 5: bulkhead.identity.v1.CreateTenantResponse.api_key:type_name -> bulkhead.identity.v1.ApiKey
-	1,  // 6: bulkhead.identity.v1.GetTenantResponse.tenant:type_name -> bulkhead.identity.v1.Tenant
-	1,  // 7: bulkhead.identity.v1.ListTenantsResponse.tenants:type_name -> bulkhead.identity.v1.Tenant
-	1,  // 8: bulkhead.identity.v1.SuspendTenantResponse.tenant:type_name -> bulkhead.identity.v1.Tenant
-	1,  // 9: bulkhead.identity.v1.ResumeTenantResponse.tenant:type_name -> bulkhead.identity.v1.Tenant
-	1,  // 10: bulkhead.identity.v1.DeleteTenantResponse.tenant:type_name -> bulkhead.identity.v1.Tenant
-	0,  // 11: bulkhead.identity.v1.GetTenantStatusResponse.status:type_name -> bulkhead.identity.v1.TenantStatus
-	2,  // 12: bulkhead.identity.v1.TenantService.CreateTenant:input_type -> bulkhead.identity.v1.CreateTenantRequest
-	4,  // 13: bulkhead.identity.v1.TenantService.GetTenant:input_type -> bulkhead.identity.v1.GetTenantRequest
-	6,  // 14: bulkhead.identity.v1.TenantService.ListTenants:input_type -> bulkhead.identity.v1.ListTenantsRequest
-	8,  // 15: bulkhead.identity.v1.TenantService.SuspendTenant:input_type -> bulkhead.identity.v1.SuspendTenantRequest
-	10, // 16: bulkhead.identity.v1.TenantService.ResumeTenant:input_type -> bulkhead.identity.v1.ResumeTenantRequest
-	12, // 17: bulkhead.identity.v1.TenantService.DeleteTenant:input_type -> bulkhead.identity.v1.DeleteTenantRequest
-	14, // 18: bulkhead.identity.v1.TenantService.GetTenantStatus:input_type -> bulkhead.identity.v1.GetTenantStatusRequest
-	3,  // 19: bulkhead.identity.v1.TenantService.CreateTenant:output_type -> bulkhead.identity.v1.CreateTenantResponse
-	5,  // 20: bulkhead.identity.v1.TenantService.GetTenant:output_type -> bulkhead.identity.v1.GetTenantResponse
-	7,  // 21: bulkhead.identity.v1.TenantService.ListTenants:output_type -> bulkhead.identity.v1.ListTenantsResponse
-	9,  // 22: bulkhead.identity.v1.TenantService.SuspendTenant:output_type -> bulkhead.identity.v1.SuspendTenantResponse
-	11, // 23: bulkhead.identity.v1.TenantService.ResumeTenant:output_type -> bulkhead.identity.v1.ResumeTenantResponse
-	13, // 24: bulkhead.identity.v1.TenantService.DeleteTenant:output_type -> bulkhead.identity.v1.DeleteTenantResponse
-	15, // 25: bulkhead.identity.v1.TenantService.GetTenantStatus:output_type -> bulkhead.identity.v1.GetTenantStatusResponse
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	17, // 0: bulkhead.identity.v1.TenantLifecycle.next_attempt_time:type_name -> google.protobuf.Timestamp
+	17, // 1: bulkhead.identity.v1.TenantLifecycle.delete_time:type_name -> google.protobuf.Timestamp
+	0,  // 2: bulkhead.identity.v1.Tenant.status:type_name -> bulkhead.identity.v1.TenantStatus
+	17, // 3: bulkhead.identity.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	17, // 4: bulkhead.identity.v1.Tenant.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 5: bulkhead.identity.v1.Tenant.lifecycle:type_name -> bulkhead.identity.v1.TenantLifecycle
+	2,  // 6: bulkhead.identity.v1.CreateTenantResponse.tenant:type_name -> bulkhead.identity.v1.Tenant
+	18, // 7: bulkhead.identity.v1.CreateTenantResponse.owner:type_name -> bulkhead.identity.v1.Member
+	19, // 8: bulkhead.identity.v1.CreateTenantResponse.api_key:type_name -> bulkhead.identity.v1.ApiKey
+	2,  // 9: bulkhead.identity.v1.GetTenantResponse.tenant:type_name -> bulkhead.identity.v1.Tenant
+	2,  // 10: bulkhead.identity.v1.ListTenantsResponse.tenants:type_name -> bulkhead.identity.v1.Tenant
+	2,  // 11: bulkhead.identity.v1.SuspendTenantResponse.tenant:type_name -> bulkhead.identity.v1.Tenant
+	2,  // 12: bulkhead.identity.v1.ResumeTenantResponse.tenant:type_name -> bulkhead.identity.v1.Tenant
+	2,  // 13: bulkhead.identity.v1.DeleteTenantResponse.tenant:type_name -> bulkhead.identity.v1.Tenant
+	0,  // 14: bulkhead.identity.v1.GetTenantStatusResponse.status:type_name -> bulkhead.identity.v1.TenantStatus
+	3,  // 15: bulkhead.identity.v1.TenantService.CreateTenant:input_type -> bulkhead.identity.v1.CreateTenantRequest
+	5,  // 16: bulkhead.identity.v1.TenantService.GetTenant:input_type -> bulkhead.identity.v1.GetTenantRequest
+	7,  // 17: bulkhead.identity.v1.TenantService.ListTenants:input_type -> bulkhead.identity.v1.ListTenantsRequest
+	9,  // 18: bulkhead.identity.v1.TenantService.SuspendTenant:input_type -> bulkhead.identity.v1.SuspendTenantRequest
+	11, // 19: bulkhead.identity.v1.TenantService.ResumeTenant:input_type -> bulkhead.identity.v1.ResumeTenantRequest
+	13, // 20: bulkhead.identity.v1.TenantService.DeleteTenant:input_type -> bulkhead.identity.v1.DeleteTenantRequest
+	15, // 21: bulkhead.identity.v1.TenantService.GetTenantStatus:input_type -> bulkhead.identity.v1.GetTenantStatusRequest
+	4,  // 22: bulkhead.identity.v1.TenantService.CreateTenant:output_type -> bulkhead.identity.v1.CreateTenantResponse
+	6,  // 23: bulkhead.identity.v1.TenantService.GetTenant:output_type -> bulkhead.identity.v1.GetTenantResponse
+	8,  // 24: bulkhead.identity.v1.TenantService.ListTenants:output_type -> bulkhead.identity.v1.ListTenantsResponse
+	10, // 25: bulkhead.identity.v1.TenantService.SuspendTenant:output_type -> bulkhead.identity.v1.SuspendTenantResponse
+	12, // 26: bulkhead.identity.v1.TenantService.ResumeTenant:output_type -> bulkhead.identity.v1.ResumeTenantResponse
+	14, // 27: bulkhead.identity.v1.TenantService.DeleteTenant:output_type -> bulkhead.identity.v1.DeleteTenantResponse
+	16, // 28: bulkhead.identity.v1.TenantService.GetTenantStatus:output_type -> bulkhead.identity.v1.GetTenantStatusResponse
+	22, // [22:29] is the sub-list for method output_type
+	15, // [15:22] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_bulkhead_identity_v1_tenant_proto_init() }
@@ -1023,7 +1149,7 @@ func file_bulkhead_identity_v1_tenant_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulkhead_identity_v1_tenant_proto_rawDesc), len(file_bulkhead_identity_v1_tenant_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

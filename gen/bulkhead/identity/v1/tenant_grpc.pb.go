@@ -56,9 +56,15 @@ type TenantServiceClient interface {
 	// own tokens are refused, so only an operator can resume it). Errors: NOT_FOUND,
 	// FAILED_PRECONDITION for a deleted tenant.
 	ResumeTenant(ctx context.Context, in *ResumeTenantRequest, opts ...grpc.CallOption) (*ResumeTenantResponse, error)
-	// DeleteTenant starts offboarding: the tenant is marked deleted at once (its tokens are
-	// refused) and a tenant.deleted event is written to the outbox for the other services.
-	// Permission: tenant.delete (owners) or platform.tenants.manage. Idempotent.
+	// DeleteTenant starts offboarding. The tenant becomes DELETING at once: from then on every
+	// token of its users and service accounts, and every API key, is refused everywhere, as for
+	// a suspension. Identity then drives the deletion saga in the background (see
+	// TenantLifecycle): the connection service revokes every connection at its provider, the
+	// vault-broker deletes the tenant's Vault layout (crypto-shredding whatever its key
+	// encrypted), and the tenant becomes DELETED with a tenant.deleted event. A tenant.deleting
+	// event is written in the same transaction as the change.
+	// Permission: tenant.delete (owners) or platform.tenants.manage. Idempotent: deleting a
+	// DELETING or DELETED tenant returns it unchanged.
 	DeleteTenant(ctx context.Context, in *DeleteTenantRequest, opts ...grpc.CallOption) (*DeleteTenantResponse, error)
 	// GetTenantStatus is what token verification in every service checks (with a short cache).
 	// Permission: tenants.status (Bulkhead services only). Unknown tenants answer NOT_FOUND.
@@ -171,9 +177,15 @@ type TenantServiceServer interface {
 	// own tokens are refused, so only an operator can resume it). Errors: NOT_FOUND,
 	// FAILED_PRECONDITION for a deleted tenant.
 	ResumeTenant(context.Context, *ResumeTenantRequest) (*ResumeTenantResponse, error)
-	// DeleteTenant starts offboarding: the tenant is marked deleted at once (its tokens are
-	// refused) and a tenant.deleted event is written to the outbox for the other services.
-	// Permission: tenant.delete (owners) or platform.tenants.manage. Idempotent.
+	// DeleteTenant starts offboarding. The tenant becomes DELETING at once: from then on every
+	// token of its users and service accounts, and every API key, is refused everywhere, as for
+	// a suspension. Identity then drives the deletion saga in the background (see
+	// TenantLifecycle): the connection service revokes every connection at its provider, the
+	// vault-broker deletes the tenant's Vault layout (crypto-shredding whatever its key
+	// encrypted), and the tenant becomes DELETED with a tenant.deleted event. A tenant.deleting
+	// event is written in the same transaction as the change.
+	// Permission: tenant.delete (owners) or platform.tenants.manage. Idempotent: deleting a
+	// DELETING or DELETED tenant returns it unchanged.
 	DeleteTenant(context.Context, *DeleteTenantRequest) (*DeleteTenantResponse, error)
 	// GetTenantStatus is what token verification in every service checks (with a short cache).
 	// Permission: tenants.status (Bulkhead services only). Unknown tenants answer NOT_FOUND.
