@@ -44,6 +44,11 @@ const (
 	VaultProvision   Permission = "vault.provision"
 	// EventsRead reads identity's outbox across tenants (EventService.ListEvents).
 	EventsRead Permission = "events.read"
+	// TenantsOffboard lets a service keep acting for a tenant that is DELETING, to finish
+	// offboarding it: identity (the saga's orchestrator) calls the participants with it, and
+	// the connection service exchanges it for the tenant tokens it revokes connections with.
+	// Every other principal of a DELETING tenant is refused as for a suspension.
+	TenantsOffboard Permission = "tenants.offboard"
 )
 
 // Operator permissions: only platform operators (`op:` principals) hold them.
@@ -76,7 +81,7 @@ var tenantPermissions = []Permission{
 	AuditRead,
 }
 
-var servicePermissions = []Permission{CredentialsRead, CredentialsWrite, TokensExchange, TenantsStatus, VaultProvision, EventsRead}
+var servicePermissions = []Permission{CredentialsRead, CredentialsWrite, TokensExchange, TenantsStatus, VaultProvision, EventsRead, TenantsOffboard}
 
 var operatorPermissions = []Permission{PlatformTenantsRead, PlatformTenantsManage}
 
