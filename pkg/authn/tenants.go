@@ -8,24 +8,66 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/bulkhead/bulkhead/pkg/authz"
+	"github.com/bulkhead/bulkhead/pkg/claims"
+)
+
+// TenantState is what token verification needs to know of a token's tenant.
+type TenantState int
+
+const (
+	// StateInactive: unknown, suspended or deleted. Every token of the tenant is refused.
+	StateInactive TenantState = iota
+	// StateActive: the tenant's tokens are accepted.
+	StateActive
+	// StateDeleting: the tenant is being offboarded. Its own principals are refused as for a
+	// suspension; only a Bulkhead service's token carrying tenants.offboard is accepted, so
+	// the services can finish revoking the tenant's connections.
+	StateDeleting
 )
 
 // TenantStatus is the kill switch: verification asks it about every token's tenant, so
 // suspending a tenant (or deleting it) refuses its tokens everywhere without waiting for them
 // to expire.
 type TenantStatus interface {
-	// TenantActive reports whether tenantID exists and is active. An unknown or deleted tenant
-	// is (false, nil), never an error. An error means the answer is unknown; verification then
-	// fails closed.
-	TenantActive(ctx context.Context, tenantID string) (bool, error)
+	// TenantState reports tenantID's state. An unknown or deleted tenant is
+	// (StateInactive, nil), never an error. An error means the answer is unknown;
+	// verification then fails closed.
+	TenantState(ctx context.Context, tenantID string) (TenantState, error)
 }
 
-// TenantStatusFunc adapts a function to TenantStatus.
+// TenantStatusFunc adapts an "is it active" function to TenantStatus (it never answers
+// StateDeleting).
 type TenantStatusFunc func(ctx context.Context, tenantID string) (bool, error)
 
-// TenantActive calls f.
-func (f TenantStatusFunc) TenantActive(ctx context.Context, tenantID string) (bool, error) {
+// TenantState calls f.
+func (f TenantStatusFunc) TenantState(ctx context.Context, tenantID string) (TenantState, error) {
+	active, err := f(ctx, tenantID)
+	if err != nil || !active {
+		return StateInactive, err
+	}
+	return StateActive, nil
+}
+
+// TenantStateFunc adapts a function to TenantStatus.
+type TenantStateFunc func(ctx context.Context, tenantID string) (TenantState, error)
+
+// TenantState calls f.
+func (f TenantStateFunc) TenantState(ctx context.Context, tenantID string) (TenantState, error) {
 	return f(ctx, tenantID)
+}
+
+// Accepts reports whether a token with claims c may act for a tenant in state s.
+func (s TenantState) Accepts(c *claims.Claims) bool {
+	switch s {
+	case StateActive:
+		return true
+	case StateDeleting:
+		return c.Kind == claims.KindService && c.HasScope(string(authz.TenantsOffboard))
+	default:
+		return false
+	}
 }
 
 // DefaultTenantStatusTTL is how long an answer is reused. It bounds how stale the kill switch
@@ -47,7 +89,7 @@ type CachedTenantStatus struct {
 }
 
 type tenantEntry struct {
-	active  bool
+	state   TenantState
 	expires time.Time
 }
 
@@ -79,32 +121,32 @@ func NewCachedTenantStatus(inner TenantStatus, cfg CachedTenantStatusConfig) (*C
 	return &CachedTenantStatus{inner: inner, ttl: cfg.TTL, now: cfg.Now, lru: c}, nil
 }
 
-// TenantActive answers from the cache when the answer is younger than the TTL. Concurrent misses
+// TenantState answers from the cache when the answer is younger than the TTL. Concurrent misses
 // for one tenant share a single call to the wrapped source.
-func (c *CachedTenantStatus) TenantActive(ctx context.Context, tenantID string) (bool, error) {
+func (c *CachedTenantStatus) TenantState(ctx context.Context, tenantID string) (TenantState, error) {
 	if e, ok := c.lru.Get(tenantID); ok && c.now().Before(e.expires) {
-		return e.active, nil
+		return e.state, nil
 	}
 	ch := c.group.DoChan(tenantID, func() (any, error) {
 		// The shared call must not die with the first caller's context (the others still wait
 		// for it), so it gets its own bound instead.
 		ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tenantStatusTimeout)
 		defer cancel()
-		active, err := c.inner.TenantActive(ictx, tenantID)
+		state, err := c.inner.TenantState(ictx, tenantID)
 		if err != nil {
-			return false, err
+			return StateInactive, err
 		}
-		c.lru.Add(tenantID, tenantEntry{active: active, expires: c.now().Add(c.ttl)})
-		return active, nil
+		c.lru.Add(tenantID, tenantEntry{state: state, expires: c.now().Add(c.ttl)})
+		return state, nil
 	})
 	select {
 	case <-ctx.Done():
-		return false, fmt.Errorf("authn: tenant status: %w", ctx.Err())
+		return StateInactive, fmt.Errorf("authn: tenant status: %w", ctx.Err())
 	case r := <-ch:
 		if r.Err != nil {
-			return false, fmt.Errorf("authn: tenant status: %w", r.Err)
+			return StateInactive, fmt.Errorf("authn: tenant status: %w", r.Err)
 		}
-		return r.Val.(bool), nil
+		return r.Val.(TenantState), nil
 	}
 }
 

@@ -171,11 +171,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*claims.Claims, er
 	}
 	// The kill switch applies to cached tokens too: the status has its own, shorter cache.
 	if c.TenantID != "" {
-		active, err := v.tenants.TenantActive(ctx, c.TenantID)
+		state, err := v.tenants.TenantState(ctx, c.TenantID)
 		if err != nil {
 			return nil, apierr.Unavailable("tenant status", time.Second).WithCause(err)
 		}
-		if !active {
+		if !state.Accepts(c) {
 			return nil, apierr.TenantSuspended()
 		}
 	}

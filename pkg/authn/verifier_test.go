@@ -45,25 +45,41 @@ var userID = uuid.NewString()
 // tenants is an in-memory kill switch: a real implementation of the interface (identity's will
 // read Postgres), with a call counter.
 type tenants struct {
-	mu     sync.Mutex
-	active map[string]bool
-	err    error
-	calls  atomic.Int64
+	mu       sync.Mutex
+	active   map[string]bool
+	deleting map[string]bool
+	err      error
+	calls    atomic.Int64
 }
 
 func newTenants(active ...string) *tenants {
-	t := &tenants{active: map[string]bool{}}
+	t := &tenants{active: map[string]bool{}, deleting: map[string]bool{}}
 	for _, id := range active {
 		t.active[id] = true
 	}
 	return t
 }
 
-func (t *tenants) TenantActive(_ context.Context, id string) (bool, error) {
+func (t *tenants) TenantState(_ context.Context, id string) (authn.TenantState, error) {
 	t.calls.Add(1)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.active[id], t.err
+	switch {
+	case t.err != nil:
+		return authn.StateInactive, t.err
+	case t.active[id]:
+		return authn.StateActive, nil
+	case t.deleting[id]:
+		return authn.StateDeleting, nil
+	default:
+		return authn.StateInactive, nil
+	}
+}
+
+func (t *tenants) setDeleting(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.active[id], t.deleting[id] = false, true
 }
 
 func (t *tenants) set(id string, active bool) {
@@ -380,6 +396,55 @@ func TestKillSwitchAppliesToCachedTokens(t *testing.T) {
 	}
 }
 
+// A DELETING tenant is refused like a suspended one, except for a Bulkhead service's token
+// carrying tenants.offboard: the services finishing the tenant's offboarding.
+func TestDeletingTenantAdmitsOnlyOffboardingServices(t *testing.T) {
+	f := newFixture(t, authn.VerifierConfig{})
+	f.tenants.setDeleting(tenantA)
+	tests := []struct {
+		name   string
+		mod    func(*authntest.Token)
+		accept bool
+	}{
+		{"owner", func(tk *authntest.Token) { tk.Roles = []string{"owner"} }, false},
+		{"user carrying the scope", func(tk *authntest.Token) { tk.Scope = "tenants.offboard" }, false},
+		{"service account carrying the scope", func(tk *authntest.Token) {
+			tk.Subject, tk.Roles, tk.Scope = "sa:"+uuid.NewString(), nil, "tenants.offboard connections.manage"
+		}, false},
+		{"service without the scope", func(tk *authntest.Token) {
+			tk.Subject, tk.Roles, tk.Scope = "svc:sync", nil, "connections.use credentials.read"
+		}, false},
+		{"service with the scope", func(tk *authntest.Token) {
+			tk.Subject, tk.Roles, tk.Scope = "svc:connection", nil, "credentials.write tenants.offboard"
+		}, true},
+		{"operator with the scope", func(tk *authntest.Token) {
+			tk.Subject, tk.Roles, tk.Scope = "op:alice", nil, "tenants.offboard"
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := f.v.Verify(context.Background(), f.iss.MustMint(t, f.user(tt.mod)))
+			if tt.accept && err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if !tt.accept && !apierr.Is(err, apierr.ReasonTenantSuspended) {
+				t.Fatalf("got %v, want TenantSuspended", err)
+			}
+		})
+	}
+	// Once offboarding is over (DELETED), even the service is refused.
+	f.tenants.mu.Lock()
+	f.tenants.deleting[tenantA] = false
+	f.tenants.mu.Unlock()
+	f.clock.Advance(3 * time.Second)
+	_, err := f.v.Verify(context.Background(), f.iss.MustMint(t, f.user(func(tk *authntest.Token) {
+		tk.Subject, tk.Roles, tk.Scope = "svc:connection", nil, "tenants.offboard"
+	})))
+	if !apierr.Is(err, apierr.ReasonTenantSuspended) {
+		t.Fatalf("deleted tenant, service token: %v, want TenantSuspended", err)
+	}
+}
+
 func TestTenantStatusErrorFailsClosed(t *testing.T) {
 	f := newFixture(t, authn.VerifierConfig{})
 	f.tenants.err = errors.New("identity unreachable")
@@ -493,8 +558,8 @@ func TestCachedTenantStatusSharesOneCall(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
-			if ok, err := c.TenantActive(context.Background(), tenantA); !ok || err != nil {
-				t.Errorf("TenantActive = %v, %v", ok, err)
+			if st, err := c.TenantState(context.Background(), tenantA); st != authn.StateActive || err != nil {
+				t.Errorf("TenantState = %v, %v", st, err)
 			}
 		})
 	}
@@ -504,14 +569,14 @@ func TestCachedTenantStatusSharesOneCall(t *testing.T) {
 	}
 	before := inner.calls.Load()
 	clk.Advance(2 * time.Second)
-	if _, err := c.TenantActive(context.Background(), tenantA); err != nil {
+	if _, err := c.TenantState(context.Background(), tenantA); err != nil {
 		t.Fatal(err)
 	}
 	if inner.calls.Load() != before+1 {
 		t.Fatal("answer reused after its TTL")
 	}
 	c.Forget(tenantA)
-	if _, err := c.TenantActive(context.Background(), tenantA); err != nil {
+	if _, err := c.TenantState(context.Background(), tenantA); err != nil {
 		t.Fatal(err)
 	}
 	if inner.calls.Load() != before+2 {
@@ -519,12 +584,12 @@ func TestCachedTenantStatusSharesOneCall(t *testing.T) {
 	}
 	// Errors are not cached.
 	inner.err = errors.New("down")
-	if _, err := c.TenantActive(context.Background(), tenantB); err == nil {
+	if _, err := c.TenantState(context.Background(), tenantB); err == nil {
 		t.Fatal("error swallowed")
 	}
 	inner.err = nil
-	if ok, err := c.TenantActive(context.Background(), tenantB); ok || err != nil {
-		t.Fatalf("unknown tenant = %v, %v; want false, nil", ok, err)
+	if st, err := c.TenantState(context.Background(), tenantB); st != authn.StateInactive || err != nil {
+		t.Fatalf("unknown tenant = %v, %v; want StateInactive, nil", st, err)
 	}
 }
 

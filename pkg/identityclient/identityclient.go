@@ -41,6 +41,7 @@ import (
 
 	identityv1 "github.com/bulkhead/bulkhead/gen/bulkhead/identity/v1"
 	"github.com/bulkhead/bulkhead/pkg/apierr"
+	"github.com/bulkhead/bulkhead/pkg/authn"
 	"github.com/bulkhead/bulkhead/pkg/grpcserver"
 	"github.com/bulkhead/bulkhead/pkg/logging"
 )
@@ -204,23 +205,45 @@ func (c *Client) Exchange(ctx context.Context, op string, req *identityv1.Exchan
 	return resp.GetAccessToken(), nil
 }
 
-// TenantActive implements authn.TenantStatus with GetTenantStatus. An unknown tenant is
-// (false, nil).
+// TenantActive reports whether tenantID is active. An unknown tenant is (false, nil).
 func (c *Client) TenantActive(ctx context.Context, tenantID string) (bool, error) {
+	st, err := c.TenantStatus(ctx, tenantID)
+	return st == identityv1.TenantStatus_TENANT_STATUS_ACTIVE, err
+}
+
+// TenantState implements authn.TenantStatus with GetTenantStatus. An unknown tenant is
+// (StateInactive, nil).
+func (c *Client) TenantState(ctx context.Context, tenantID string) (authn.TenantState, error) {
+	st, err := c.TenantStatus(ctx, tenantID)
+	switch {
+	case err != nil:
+		return authn.StateInactive, err
+	case st == identityv1.TenantStatus_TENANT_STATUS_ACTIVE:
+		return authn.StateActive, nil
+	case st == identityv1.TenantStatus_TENANT_STATUS_DELETING:
+		return authn.StateDeleting, nil
+	default:
+		return authn.StateInactive, nil
+	}
+}
+
+// TenantStatus returns identity's status of tenantID; an unknown tenant is
+// TENANT_STATUS_UNSPECIFIED with a nil error.
+func (c *Client) TenantStatus(ctx context.Context, tenantID string) (identityv1.TenantStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	octx, err := c.outgoing(ctx)
 	if err != nil {
-		return false, err
+		return identityv1.TenantStatus_TENANT_STATUS_UNSPECIFIED, err
 	}
 	resp, err := c.tenants.GetTenantStatus(octx, &identityv1.GetTenantStatusRequest{TenantId: tenantID})
 	if status.Code(err) == codes.NotFound {
-		return false, nil
+		return identityv1.TenantStatus_TENANT_STATUS_UNSPECIFIED, nil
 	}
 	if err != nil {
-		return false, c.callError("tenant status", err)
+		return identityv1.TenantStatus_TENANT_STATUS_UNSPECIFIED, c.callError("tenant status", err)
 	}
-	return resp.GetStatus() == identityv1.TenantStatus_TENANT_STATUS_ACTIVE, nil
+	return resp.GetStatus(), nil
 }
 
 // callError maps identity's answer to what the service's caller should see: identity down →

@@ -11,6 +11,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/bulkhead/bulkhead/pkg/authn"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
 	"github.com/bulkhead/bulkhead/services/sync/internal/seal"
@@ -51,11 +52,11 @@ func (w *runWorker) Work(ctx context.Context, job *river.Job[RunArgs]) error {
 	e, a := w.e, job.Args
 	log := e.log.With("tenant_id", a.TenantID, "connection_id", a.ConnectionID, "model", a.Model, "job_id", job.ID)
 	if e.cfg.Tenants != nil {
-		active, err := e.cfg.Tenants.TenantActive(ctx, a.TenantID)
+		state, err := e.cfg.Tenants.TenantState(ctx, a.TenantID)
 		if err != nil {
 			return fmt.Errorf("engine: tenant status: %w", err)
 		}
-		if !active {
+		if state != authn.StateActive {
 			// Park the sync so the reconciler does not bring the job back every pass; it
 			// comes due again after a frequency (or at once on ResumeSync/TriggerSync).
 			wctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

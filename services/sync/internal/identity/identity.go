@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 
 	identityv1 "github.com/bulkhead/bulkhead/gen/bulkhead/identity/v1"
+	"github.com/bulkhead/bulkhead/pkg/authn"
 	"github.com/bulkhead/bulkhead/pkg/identityclient"
 )
 
@@ -107,7 +108,19 @@ func (c *Client) TenantToken(ctx context.Context, tenantID string, audiences ...
 	return tok, nil
 }
 
-// TenantActive implements authn.TenantStatus: an unknown tenant is (false, nil).
+// TenantActive reports whether tenantID is active; an unknown tenant is (false, nil).
 func (c *Client) TenantActive(ctx context.Context, tenantID string) (bool, error) {
 	return c.c.TenantActive(ctx, tenantID)
+}
+
+// TenantState implements authn.TenantStatus with GetTenantStatus. An unknown tenant is
+// (StateInactive, nil).
+func (c *Client) TenantState(ctx context.Context, tenantID string) (authn.TenantState, error) {
+	return c.c.TenantState(ctx, tenantID)
+}
+
+// TenantStatus returns identity's status of tenantID; an unknown tenant is
+// TENANT_STATUS_UNSPECIFIED with a nil error.
+func (c *Client) TenantStatus(ctx context.Context, tenantID string) (identityv1.TenantStatus, error) {
+	return c.c.TenantStatus(ctx, tenantID)
 }
