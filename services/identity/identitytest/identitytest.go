@@ -39,7 +39,10 @@ const Operator = "operator"
 // DefaultServices are the Bulkhead services Start configures platform credentials for, with
 // their scopes.
 var DefaultServices = map[string][]authz.Permission{
-	"connection":  {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead},
+	"connection": {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead, authz.TenantsOffboard},
+	// identity's own saga issues itself svc:identity tokens without a credential; this entry
+	// lets a test call the saga's participants as that same principal directly.
+	"identity":    {authz.VaultProvision, authz.TenantsOffboard, authz.TenantsStatus},
 	"vaultbroker": {authz.TokensExchange, authz.TenantsStatus, authz.VaultProvision},
 	// sync's background runs act as svc:sync within the tenant: GetAccessToken on the
 	// connection service needs connections.use; credentials.read as brokertest.Services has it;

@@ -78,7 +78,7 @@ func TestKillSwitch(t *testing.T) {
 	})
 	wantCode(t, issue(tn.OwnerKey), codes.PermissionDenied)
 	del, err := c.tenants.DeleteTenant(op, &identityv1.DeleteTenantRequest{TenantId: tn.ID})
-	if err != nil || del.GetTenant().GetStatus() != identityv1.TenantStatus_TENANT_STATUS_DELETED {
+	if err != nil || del.GetTenant().GetStatus() != identityv1.TenantStatus_TENANT_STATUS_DELETING {
 		t.Fatalf("second DeleteTenant: %v, %v", del, err)
 	}
 	_, err = c.tenants.ResumeTenant(op, &identityv1.ResumeTenantRequest{TenantId: tn.ID})
@@ -86,7 +86,7 @@ func TestKillSwitch(t *testing.T) {
 	_, err = c.tenants.SuspendTenant(op, &identityv1.SuspendTenantRequest{TenantId: tn.ID})
 	wantCode(t, err, codes.FailedPrecondition)
 
-	// Status changes went to the outbox with the changes: suspended, resumed, deleted — once each.
+	// Status changes went to the outbox with the changes: suspended, resumed, deleting — once each.
 	rows, err := id.DB.SuperPool(t).Query(testCtx(t), `SELECT event_type FROM outbox WHERE tenant_id = $1 AND event_type <> 'tenant.created' ORDER BY created_at`, tn.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestKillSwitch(t *testing.T) {
 		}
 		events = append(events, e)
 	}
-	if got := strings.Join(events, ","); got != "tenant.suspended,tenant.resumed,tenant.deleted" {
+	if got := strings.Join(events, ","); got != "tenant.suspended,tenant.resumed,tenant.deleting" {
 		t.Fatalf("outbox events %s", got)
 	}
 }

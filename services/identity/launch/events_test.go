@@ -54,7 +54,7 @@ func TestListEvents(t *testing.T) {
 	for _, e := range all {
 		got = append(got, e.GetType()+"@"+e.GetTenantId())
 	}
-	want := []string{"tenant.created@" + a.ID, "tenant.created@" + b.ID, "member.removed@" + a.ID, "tenant.deleted@" + b.ID}
+	want := []string{"tenant.created@" + a.ID, "tenant.created@" + b.ID, "member.removed@" + a.ID, "tenant.deleting@" + b.ID}
 	if len(got) != len(want) {
 		t.Fatalf("events %v, want %v", got, want)
 	}
@@ -72,8 +72,8 @@ func TestListEvents(t *testing.T) {
 	}
 
 	// The type filter, and resuming from a cursor.
-	only, _ := listAll(t, ev, svc, "", "member.removed", "tenant.deleted")
-	if len(only) != 2 || only[0].GetType() != "member.removed" || only[1].GetType() != "tenant.deleted" {
+	only, _ := listAll(t, ev, svc, "", "member.removed", "tenant.deleting")
+	if len(only) != 2 || only[0].GetType() != "member.removed" || only[1].GetType() != "tenant.deleting" {
 		t.Fatalf("filtered events %v", only)
 	}
 	rest, _ := listAll(t, ev, svc, all[1].GetCursor())

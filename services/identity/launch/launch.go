@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,11 +29,13 @@ import (
 	"github.com/bulkhead/bulkhead/pkg/authn"
 	"github.com/bulkhead/bulkhead/pkg/authz"
 	"github.com/bulkhead/bulkhead/pkg/claims"
+	"github.com/bulkhead/bulkhead/pkg/grpcclient"
 	"github.com/bulkhead/bulkhead/pkg/grpcserver"
 	"github.com/bulkhead/bulkhead/pkg/pgtenant"
 	"github.com/bulkhead/bulkhead/pkg/ratelimit"
 	"github.com/bulkhead/bulkhead/services/identity/internal/app"
 	"github.com/bulkhead/bulkhead/services/identity/internal/config"
+	"github.com/bulkhead/bulkhead/services/identity/internal/lifecycle"
 	"github.com/bulkhead/bulkhead/services/identity/internal/server"
 	"github.com/bulkhead/bulkhead/services/identity/internal/store"
 	"github.com/bulkhead/bulkhead/services/identity/internal/store/postgres"
@@ -132,6 +135,103 @@ type Running struct {
 	err     error
 	closers []func()
 	once    sync.Once
+
+	// The tenant lifecycle saga: what StartLifecycle needs, and the worker once started.
+	runCtx      context.Context
+	saga        sagaDeps
+	sagaMu      sync.Mutex
+	sagaWorker  atomic.Pointer[lifecycle.Worker]
+	sagaRunning sync.WaitGroup
+}
+
+type sagaDeps struct {
+	store    lifecycle.Store
+	issuer   *token.Issuer
+	deadline time.Duration
+	forget   func(tenantID string)
+	logger   *slog.Logger
+}
+
+// LifecycleOutcome is what one attempt at a lifecycle step did.
+type LifecycleOutcome = lifecycle.Outcome
+
+// LifecycleTargets are the tenant lifecycle saga's participants and tuning. Start starts the
+// saga itself when Config names both participants; tests, whose participants start after
+// identity on ports chosen then, call StartLifecycle.
+type LifecycleTargets struct {
+	VaultBrokerAddr string
+	ConnectionAddr  string
+	// OffboardDeadline overrides Config.OffboardDeadline when positive.
+	OffboardDeadline time.Duration
+	// Interval and PendingRecheck override the worker's defaults (2s, 1m) when positive.
+	Interval       time.Duration
+	PendingRecheck time.Duration
+	// OnStep, if set, is called after every attempt at a step.
+	OnStep func(LifecycleOutcome)
+}
+
+// ServiceName is identity's own `svc:` name, the principal its saga calls other services as.
+const ServiceName = "identity"
+
+// sagaScopes are the permissions identity's own token carries: provisioning tenants in Vault
+// and offboarding them from the connection service. Nothing else.
+var sagaScopes = []string{string(authz.VaultProvision), string(authz.TenantsOffboard)}
+
+// StartLifecycle starts the tenant lifecycle saga against t. It may be called once.
+func (r *Running) StartLifecycle(t LifecycleTargets) error {
+	r.sagaMu.Lock()
+	defer r.sagaMu.Unlock()
+	if r.sagaWorker.Load() != nil {
+		return errors.New("launch: the lifecycle saga is already running")
+	}
+	if t.VaultBrokerAddr == "" || t.ConnectionAddr == "" {
+		return errors.New("launch: the lifecycle saga needs the vault-broker's and the connection service's addresses")
+	}
+	d := r.saga
+	self := grpcclient.TokenSourceFunc(func(ctx context.Context) (string, error) {
+		tok, _, err := d.issuer.Issue(ctx, token.Grant{
+			Kind: claims.KindService, Subject: ServiceName, Scopes: sagaScopes,
+			Audience: []string{app.AudienceVaultBroker, app.AudienceConnection},
+		})
+		return tok, err
+	})
+	opts := grpcclient.Options{ServiceToken: self, NoTenantMethods: lifecycle.NoTenantMethods}
+	brokerConn, err := grpcclient.Dial(t.VaultBrokerAddr, opts)
+	if err != nil {
+		return fmt.Errorf("launch: vault-broker: %w", err)
+	}
+	connConn, err := grpcclient.Dial(t.ConnectionAddr, opts)
+	if err != nil {
+		_ = brokerConn.Close()
+		return fmt.Errorf("launch: connection service: %w", err)
+	}
+	deadline := d.deadline
+	if t.OffboardDeadline > 0 {
+		deadline = t.OffboardDeadline
+	}
+	w, err := lifecycle.New(lifecycle.Config{
+		Store: d.store, Vault: lifecycle.NewVaultClient(brokerConn), Connections: lifecycle.NewConnectionsClient(connConn),
+		OffboardDeadline: deadline, Interval: t.Interval, PendingRecheck: t.PendingRecheck,
+		StatusChanged: d.forget, Logger: d.logger, OnStep: t.OnStep,
+	})
+	if err != nil {
+		_, _ = brokerConn.Close(), connConn.Close()
+		return fmt.Errorf("launch: %w", err)
+	}
+	r.closers = append(r.closers, func() { _, _ = brokerConn.Close(), connConn.Close() })
+	r.sagaRunning.Go(func() { w.Run(r.runCtx) })
+	r.sagaWorker.Store(w)
+	d.logger.Info("tenant lifecycle saga started", "vaultbroker_addr", t.VaultBrokerAddr, "connection_addr", t.ConnectionAddr, "offboard_deadline", deadline.String())
+	return nil
+}
+
+// statusChanged forgets tenantID's cached status and wakes the saga for the step the change
+// made due.
+func (r *Running) statusChanged(tenantID string) {
+	r.saga.forget(tenantID)
+	if w := r.sagaWorker.Load(); w != nil {
+		w.Kick()
+	}
 }
 
 // Start builds identity from cfg and serves until Close is called (ctx bounds start-up only:
@@ -179,12 +279,20 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	}
 
 	// Identity answers the kill switch from its own database rather than over gRPC.
-	tenantStatus, err := authn.NewCachedTenantStatus(authn.TenantStatusFunc(func(ctx context.Context, tenantID string) (bool, error) {
+	tenantStatus, err := authn.NewCachedTenantStatus(authn.TenantStateFunc(func(ctx context.Context, tenantID string) (authn.TenantState, error) {
 		s, err := st.TenantStatus(ctx, tenantID)
-		if errors.Is(err, store.ErrNotFound) {
-			return false, nil
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return authn.StateInactive, nil
+		case err != nil:
+			return authn.StateInactive, err
+		case s == store.TenantActive:
+			return authn.StateActive, nil
+		case s == store.TenantDeleting:
+			return authn.StateDeleting, nil
+		default:
+			return authn.StateInactive, nil
 		}
-		return s == store.TenantActive, err
 	}), authn.CachedTenantStatusConfig{TTL: cfg.TenantStatusTTL})
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
@@ -217,9 +325,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
+	r.saga = sagaDeps{store: st, issuer: issuer, deadline: cfg.OffboardDeadline, forget: tenantStatus.Forget, logger: logger}
 	deps := server.Deps{
 		Events:          events,
-		Tenants:         app.NewTenants(st, clock, tenantStatus.Forget),
+		Tenants:         app.NewTenants(st, clock, r.statusChanged),
 		Members:         app.NewMembers(st),
 		ServiceAccounts: app.NewServiceAccounts(st, clock),
 		Tokens:          tokens,
@@ -266,7 +375,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	r.JWKSURL = "http://" + r.HTTPAddr + token.JWKSPath
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r.cancel = cancel
+	r.cancel, r.runCtx = cancel, runCtx
+	// Runs before the database closes (closers run last first): the saga's worker is done
+	// with it by then.
+	r.closers = append(r.closers, r.sagaRunning.Wait)
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Run(runCtx, grpcLis) }()
@@ -290,6 +402,15 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 		r.err = errors.Join(errs...)
 		close(r.done)
 	}()
+	if cfg.VaultBrokerAddr != "" {
+		if err := r.StartLifecycle(LifecycleTargets{VaultBrokerAddr: cfg.VaultBrokerAddr, ConnectionAddr: cfg.ConnectionAddr}); err != nil {
+			cancel()
+			return nil, err
+		}
+	} else {
+		logger.WarnContext(ctx, "tenant lifecycle saga not started: "+config.EnvVaultBrokerAddr+" and "+config.EnvConnectionAddr+
+			" are unset, so new tenants are not provisioned in Vault and deleted tenants are not offboarded (GetTenant shows the pending step)")
+	}
 	logger.InfoContext(ctx, "identity started", "grpc_addr", r.GRPCAddr, "http_addr", r.HTTPAddr, "config", cfg)
 	return r, nil
 }

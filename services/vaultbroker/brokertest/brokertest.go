@@ -56,8 +56,11 @@ const ProvisioningService = "provisioner"
 // provisioning service. tokens.exchange on the provisioner only lets tests obtain a
 // tenant-scoped token for it.
 var Services = map[string][]authz.Permission{
-	ClientID:            {authz.TokensExchange, authz.TenantsStatus},
-	"connection":        {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead},
+	ClientID:     {authz.TokensExchange, authz.TenantsStatus},
+	"connection": {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead, authz.TenantsOffboard},
+	// identity's saga calls the broker and the connection service as svc:identity; this
+	// credential lets a test do the same directly.
+	"identity":          {authz.VaultProvision, authz.TenantsOffboard, authz.TenantsStatus},
 	"sync":              {authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead},
 	ProvisioningService: {authz.VaultProvision, authz.TokensExchange},
 }

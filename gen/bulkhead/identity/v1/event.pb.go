@@ -31,7 +31,8 @@ type Event struct {
 	TenantId string `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
 	// The event's id (unique within its tenant).
 	EventId string `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
-	// member.removed, tenant.created, tenant.suspended, tenant.resumed or tenant.deleted.
+	// member.removed, tenant.created, tenant.suspended, tenant.resumed, tenant.deleting or
+	// tenant.deleted.
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
 	// The event's data: member.removed carries tenant_id and user_id; tenant events carry
 	// tenant_id and status.
@@ -244,13 +245,13 @@ const file_bulkhead_identity_v1_event_proto_rawDesc = "" +
 	"\apayload\x18\x04 \x01(\v2\x17.google.protobuf.StructR\apayload\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x16\n" +
-	"\x06cursor\x18\x06 \x01(\tR\x06cursor\"\xde\x01\n" +
+	"\x06cursor\x18\x06 \x01(\tR\x06cursor\"\xf0\x01\n" +
 	"\x11ListEventsRequest\x12*\n" +
 	"\fafter_cursor\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x18dR\vafterCursor\x12'\n" +
 	"\tpage_size\x18\x02 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12t\n" +
-	"\x05types\x18\x03 \x03(\tB^\xbaH[\x92\x01X\x10\n" +
-	"\"TrRR\x0emember.removedR\x0etenant.createdR\x10tenant.suspendedR\x0etenant.resumedR\x0etenant.deletedR\x05types\"j\n" +
+	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12\x85\x01\n" +
+	"\x05types\x18\x03 \x03(\tBo\xbaHl\x92\x01i\x10\n" +
+	"\"ercR\x0emember.removedR\x0etenant.createdR\x10tenant.suspendedR\x0etenant.resumedR\x0ftenant.deletingR\x0etenant.deletedR\x05types\"j\n" +
 	"\x12ListEventsResponse\x123\n" +
 	"\x06events\x18\x01 \x03(\v2\x1b.bulkhead.identity.v1.EventR\x06events\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +

@@ -28,8 +28,9 @@ const (
 //
 // EventService lets Bulkhead services consume identity's outbox: the events written in the
 // same transaction as the change they announce (member.removed, tenant.created,
-// tenant.suspended, tenant.resumed, tenant.deleting, tenant.deleted). Consumers pull with their own cursor and
-// must be idempotent: delivery is at least once.
+// tenant.suspended, tenant.resumed, tenant.deleting when DeleteTenant is called,
+// tenant.deleted when offboarding is complete). Consumers pull with their own cursor and must
+// be idempotent: delivery is at least once.
 type EventServiceClient interface {
 	// ListEvents returns events after after_cursor, across every tenant, in a stable order that
 	// never admits an event behind a cursor already handed out (an event becomes visible only
@@ -64,8 +65,9 @@ func (c *eventServiceClient) ListEvents(ctx context.Context, in *ListEventsReque
 //
 // EventService lets Bulkhead services consume identity's outbox: the events written in the
 // same transaction as the change they announce (member.removed, tenant.created,
-// tenant.suspended, tenant.resumed, tenant.deleting, tenant.deleted). Consumers pull with their own cursor and
-// must be idempotent: delivery is at least once.
+// tenant.suspended, tenant.resumed, tenant.deleting when DeleteTenant is called,
+// tenant.deleted when offboarding is complete). Consumers pull with their own cursor and must
+// be idempotent: delivery is at least once.
 type EventServiceServer interface {
 	// ListEvents returns events after after_cursor, across every tenant, in a stable order that
 	// never admits an event behind a cursor already handed out (an event becomes visible only

@@ -28,8 +28,9 @@ const createRetries = 3
 type Tenants struct {
 	store store.Tenants
 	clock Clock
-	// statusChanged is told about every status change after it commits (identity's own
-	// verifier forgets its cached status, so the kill switch applies here at once).
+	// statusChanged is told about every status change after it commits, creation included
+	// (identity's own verifier forgets its cached status, so the kill switch applies here at
+	// once, and the lifecycle saga is woken for the step the change made due).
 	statusChanged func(tenantID string)
 }
 
@@ -160,6 +161,7 @@ func (t *Tenants) create(ctx context.Context, in CreateTenantInput, rec *store.I
 		}
 		return nil, storeError(err, "tenant")
 	}
+	t.statusChanged(tenantID)
 	return &CreateTenantResult{TenantCreation: *res, Secret: key.secret}, nil
 }
 
@@ -186,7 +188,7 @@ func (t *Tenants) List(ctx context.Context, p PageRequest) ([]store.Tenant, stri
 func (t *Tenants) Suspend(ctx context.Context, tenantID, reason string) (*store.Tenant, error) {
 	return t.update(ctx, tenantID, func(tn *store.Tenant) (*store.Event, error) {
 		switch tn.Status {
-		case store.TenantDeleted:
+		case store.TenantDeleting, store.TenantDeleted:
 			return nil, apierr.FailedPrecondition(ReasonTenantDeleted, "tenant is deleted")
 		case store.TenantSuspended:
 			if tn.SuspendReason == reason {
@@ -204,7 +206,7 @@ func (t *Tenants) Suspend(ctx context.Context, tenantID, reason string) (*store.
 func (t *Tenants) Resume(ctx context.Context, tenantID string) (*store.Tenant, error) {
 	return t.update(ctx, tenantID, func(tn *store.Tenant) (*store.Event, error) {
 		switch tn.Status {
-		case store.TenantDeleted:
+		case store.TenantDeleting, store.TenantDeleted:
 			return nil, apierr.FailedPrecondition(ReasonTenantDeleted, "tenant is deleted")
 		case store.TenantActive:
 			return nil, nil
@@ -214,14 +216,23 @@ func (t *Tenants) Resume(ctx context.Context, tenantID string) (*store.Tenant, e
 	})
 }
 
-// Delete starts offboarding. Idempotent: deleting a deleted tenant writes no second event.
+// Delete starts offboarding: the tenant becomes DELETING (its own principals are refused from
+// this commit on) and the lifecycle saga's connections.offboard step is due at once, replacing
+// any step still pending (a vault.provision that never ran leaves nothing to provision: the
+// deprovision step that ends the saga is idempotent). Idempotent: deleting a deleting or
+// deleted tenant writes nothing.
 func (t *Tenants) Delete(ctx context.Context, tenantID string) (*store.Tenant, error) {
+	now := t.clock.now()
 	return t.update(ctx, tenantID, func(tn *store.Tenant) (*store.Event, error) {
-		if tn.Status == store.TenantDeleted {
+		if tn.Status == store.TenantDeleting || tn.Status == store.TenantDeleted {
 			return nil, nil
 		}
-		tn.Status, tn.SuspendReason = store.TenantDeleted, ""
-		return &store.Event{Type: store.EventTenantDeleted, Payload: statusPayload(tn)}, nil
+		tn.Status, tn.SuspendReason = store.TenantDeleting, ""
+		tn.Lifecycle = store.Lifecycle{
+			Step: store.StepConnectionsOffboard, NextAt: now,
+			Done: tn.Lifecycle.Done, DeleteRequestedAt: now,
+		}
+		return &store.Event{Type: store.EventTenantDeleting, Payload: statusPayload(tn)}, nil
 	})
 }
 

@@ -231,12 +231,19 @@ func (t *Tokens) Exchange(ctx context.Context, caller *claims.Claims, in Exchang
 	if err != nil {
 		return nil, storeError(err, "tenant")
 	}
-	if status != store.TenantActive {
+	scopes := tenantScopes(caller.Scopes)
+	switch {
+	case status == store.TenantActive:
+	case status == store.TenantDeleting && caller.HasScope(string(authz.TenantsOffboard)):
+		// The services finishing the tenant's offboarding keep acting for it; the scope on the
+		// token is what every verifier admits a DELETING tenant's token by (authn.StateDeleting).
+		scopes = append(scopes, string(authz.TenantsOffboard))
+	default:
 		return nil, apierr.TenantSuspended()
 	}
 	return t.issue(ctx, token.Grant{
 		Kind: claims.KindService, Subject: caller.Subject, TenantID: in.TenantID,
-		Scopes: tenantScopes(caller.Scopes), Audience: in.Audience,
+		Scopes: scopes, Audience: in.Audience,
 	})
 }
 

@@ -36,6 +36,9 @@ const (
 	EnvRateBurst           = "BULKHEAD_IDENTITY_RATE_BURST"
 	EnvLogLevel            = "BULKHEAD_LOG_LEVEL"
 	EnvDev                 = "BULKHEAD_DEV"
+	EnvVaultBrokerAddr     = "BULKHEAD_VAULTBROKER_ADDR"
+	EnvConnectionAddr      = "BULKHEAD_CONNECTION_ADDR"
+	EnvOffboardDeadline    = "BULKHEAD_OFFBOARD_DEADLINE"
 )
 
 // Defaults.
@@ -47,6 +50,10 @@ const (
 	DefaultTenantStatusTTL = 2 * time.Second
 	DefaultRateLimit       = 50
 	DefaultRateBurst       = 100
+	// DefaultOffboardDeadline is how long a deleted tenant's provider revocations are retried
+	// before they are given up and its Vault layout deleted regardless: three days ride out a
+	// provider's weekend outage without keeping credentials of a departed customer for long.
+	DefaultOffboardDeadline = 72 * time.Hour
 )
 
 // Token lifetime bounds (docs/design.md: exp is 5–15 minutes after issue).
@@ -106,19 +113,28 @@ type Config struct {
 	// (signing keys then do not survive a restart), and with no platform credentials an
 	// operator credential is generated and printed once at start-up.
 	Dev bool
+	// VaultBrokerAddr and ConnectionAddr are the gRPC addresses of the tenant lifecycle saga's
+	// participants. Both or neither: without them the saga does not run (a warning says so at
+	// start-up, and every tenant shows its pending step in GetTenant).
+	VaultBrokerAddr string
+	ConnectionAddr  string
+	// OffboardDeadline is how long DeleteTenant waits for providers to confirm revocations
+	// before giving them up.
+	OffboardDeadline time.Duration
 }
 
 // Default returns the defaults (no database URLs).
 func Default() Config {
 	return Config{
-		GRPCAddr:        DefaultGRPCAddr,
-		HTTPAddr:        DefaultHTTPAddr,
-		Issuer:          DefaultIssuer,
-		TokenTTL:        DefaultTokenTTL,
-		TenantStatusTTL: DefaultTenantStatusTTL,
-		RateLimit:       DefaultRateLimit,
-		RateBurst:       DefaultRateBurst,
-		LogLevel:        slog.LevelInfo,
+		GRPCAddr:         DefaultGRPCAddr,
+		HTTPAddr:         DefaultHTTPAddr,
+		Issuer:           DefaultIssuer,
+		TokenTTL:         DefaultTokenTTL,
+		TenantStatusTTL:  DefaultTenantStatusTTL,
+		RateLimit:        DefaultRateLimit,
+		RateBurst:        DefaultRateBurst,
+		LogLevel:         slog.LevelInfo,
+		OffboardDeadline: DefaultOffboardDeadline,
 	}
 }
 
@@ -155,6 +171,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	duration(EnvTokenTTL, &c.TokenTTL)
 	secret(EnvKeyEncryptionKey, &c.KeyEncryptionKey)
 	duration(EnvTenantStatusTTL, &c.TenantStatusTTL)
+	str(EnvVaultBrokerAddr, &c.VaultBrokerAddr)
+	str(EnvConnectionAddr, &c.ConnectionAddr)
+	duration(EnvOffboardDeadline, &c.OffboardDeadline)
 	if v := strings.TrimSpace(getenv(EnvPlatformCredentials)); v != "" {
 		dec := json.NewDecoder(strings.NewReader(v))
 		dec.DisallowUnknownFields()
@@ -228,6 +247,17 @@ func (c Config) Validate() error {
 	}
 	if c.TenantStatusTTL <= 0 || c.TenantStatusTTL > time.Minute {
 		bad("%s: %s must be positive and at most 1m (it bounds how late the kill switch applies)", EnvTenantStatusTTL, c.TenantStatusTTL)
+	}
+	if (c.VaultBrokerAddr == "") != (c.ConnectionAddr == "") {
+		bad("%s and %s go together: set both for the tenant lifecycle saga, or neither", EnvVaultBrokerAddr, EnvConnectionAddr)
+	}
+	for name, addr := range map[string]string{EnvVaultBrokerAddr: c.VaultBrokerAddr, EnvConnectionAddr: c.ConnectionAddr} {
+		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
+			bad("%s: %q is not host:port", name, addr)
+		}
+	}
+	if c.OffboardDeadline <= 0 {
+		bad("%s must be positive", EnvOffboardDeadline)
 	}
 	if c.RateLimit <= 0 || c.RateBurst <= 0 {
 		bad("%s and %s must be positive", EnvRateLimit, EnvRateBurst)

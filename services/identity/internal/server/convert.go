@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -21,6 +22,7 @@ func ts(t time.Time) *timestamppb.Timestamp {
 var tenantStatuses = map[store.TenantStatus]identityv1.TenantStatus{
 	store.TenantActive:    identityv1.TenantStatus_TENANT_STATUS_ACTIVE,
 	store.TenantSuspended: identityv1.TenantStatus_TENANT_STATUS_SUSPENDED,
+	store.TenantDeleting:  identityv1.TenantStatus_TENANT_STATUS_DELETING,
 	store.TenantDeleted:   identityv1.TenantStatus_TENANT_STATUS_DELETED,
 }
 
@@ -32,6 +34,14 @@ func toTenant(t *store.Tenant) *identityv1.Tenant {
 		SuspendReason: t.SuspendReason,
 		CreateTime:    ts(t.CreatedAt),
 		UpdateTime:    ts(t.UpdatedAt),
+		Lifecycle: &identityv1.TenantLifecycle{
+			PendingStep:     string(t.Lifecycle.Step),
+			Attempts:        int32(min(t.Lifecycle.Attempts, math.MaxInt32)),
+			LastError:       t.Lifecycle.LastError,
+			NextAttemptTime: ts(t.Lifecycle.NextAt),
+			DeleteTime:      ts(t.Lifecycle.DeleteRequestedAt),
+			CompletedSteps:  t.Lifecycle.Done,
+		},
 	}
 }
 

@@ -37,12 +37,41 @@ var (
 // TenantStatus is a tenant's lifecycle state, as stored.
 type TenantStatus string
 
-// Tenant states. A deleted tenant never comes back.
+// Tenant states. A deleting tenant never comes back; it becomes deleted once the lifecycle
+// saga has offboarded it from every service.
 const (
 	TenantActive    TenantStatus = "active"
 	TenantSuspended TenantStatus = "suspended"
+	TenantDeleting  TenantStatus = "deleting"
 	TenantDeleted   TenantStatus = "deleted"
 )
+
+// LifecycleStep is a step of the tenant lifecycle saga, run by another service.
+type LifecycleStep string
+
+// The saga's steps (the tenants table's check constraint lists the same set).
+const (
+	StepNone                LifecycleStep = ""
+	StepVaultProvision      LifecycleStep = "vault.provision"
+	StepConnectionsOffboard LifecycleStep = "connections.offboard"
+	StepVaultDeprovision    LifecycleStep = "vault.deprovision"
+)
+
+// Lifecycle is where a tenant's lifecycle saga stands.
+type Lifecycle struct {
+	// Step is still to be done (StepNone: nothing is).
+	Step LifecycleStep
+	// Attempts at Step that did not complete it.
+	Attempts int
+	// LastError is Step's last failure, secret-free, at most 500 characters.
+	LastError string
+	// NextAt is when Step is due (zero iff Step is StepNone).
+	NextAt time.Time
+	// Done lists the completed steps in order.
+	Done []string
+	// DeleteRequestedAt is when DeleteTenant was called (zero before).
+	DeleteRequestedAt time.Time
+}
 
 // Tenant is one customer of the platform.
 type Tenant struct {
@@ -52,6 +81,7 @@ type Tenant struct {
 	SuspendReason string
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+	Lifecycle     Lifecycle
 }
 
 // Member is a user's membership in a tenant.
@@ -113,6 +143,7 @@ const (
 	EventTenantCreated   = "tenant.created"
 	EventTenantSuspended = "tenant.suspended"
 	EventTenantResumed   = "tenant.resumed"
+	EventTenantDeleting  = "tenant.deleting"
 	EventTenantDeleted   = "tenant.deleted"
 	EventMemberRemoved   = "member.removed"
 )
@@ -189,11 +220,16 @@ type Tenants interface {
 	// that is not scoped to a tenant (the tenants table admits platform reads). next is nil on
 	// the last page.
 	ListTenants(ctx context.Context, page Page) (tenants []Tenant, next *Cursor, err error)
-	// UpdateTenant locks tenantID's row and calls change with it. change edits the tenant in
-	// place and returns the event announcing the change, or nil when nothing changed (nothing is
-	// written then). The update and the event commit together; change's error aborts both and
-	// is returned unchanged. ErrNotFound for a missing tenant.
+	// UpdateTenant locks tenantID's row and calls change with it. change edits the tenant's
+	// Status, SuspendReason and Lifecycle in place and returns the event announcing the
+	// change, or nil. The row is written when change modified it or returned an event; the
+	// update and the event commit together; change's error aborts both and is returned
+	// unchanged. ErrNotFound for a missing tenant.
 	UpdateTenant(ctx context.Context, tenantID string, change func(t *Tenant) (*Event, error)) (*Tenant, error)
+	// DueLifecycle returns up to limit tenants whose lifecycle step is due at now, most
+	// overdue first. It reads across tenants (a platform read); claim each one with
+	// UpdateTenant before acting on it.
+	DueLifecycle(ctx context.Context, now time.Time, limit int) ([]Tenant, error)
 	// TenantStatus returns tenantID's status, or ErrNotFound: the kill switch's question.
 	TenantStatus(ctx context.Context, tenantID string) (TenantStatus, error)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -12,16 +14,48 @@ import (
 	"github.com/bulkhead/bulkhead/services/identity/internal/store"
 )
 
-const tenantCols = `id, name, status, suspend_reason, created_at, updated_at`
+const tenantCols = `id, name, status, suspend_reason, created_at, updated_at,
+	coalesce(lifecycle_step, ''), lifecycle_attempts, lifecycle_error, lifecycle_next_at, lifecycle_done,
+	delete_requested_at`
 
 func scanTenant(row pgx.Row) (store.Tenant, error) {
-	var t store.Tenant
-	err := row.Scan(&t.ID, &t.Name, &t.Status, &t.SuspendReason, &t.CreatedAt, &t.UpdatedAt)
+	var (
+		t              store.Tenant
+		next, deleteAt *time.Time
+	)
+	l := &t.Lifecycle
+	err := row.Scan(&t.ID, &t.Name, &t.Status, &t.SuspendReason, &t.CreatedAt, &t.UpdatedAt,
+		&l.Step, &l.Attempts, &l.LastError, &next, &l.Done, &deleteAt)
+	if next != nil {
+		l.NextAt = *next
+	}
+	if deleteAt != nil {
+		l.DeleteRequestedAt = *deleteAt
+	}
 	return t, err
 }
 
+// timeArg is t for a nullable timestamptz: NULL when zero.
+func timeArg(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// tenantChanged reports whether UpdateTenant's change modified what it may modify.
+func tenantChanged(a, b *store.Tenant) bool {
+	la, lb := a.Lifecycle, b.Lifecycle
+	return a.Status != b.Status || a.SuspendReason != b.SuspendReason ||
+		la.Step != lb.Step || la.Attempts != lb.Attempts || la.LastError != lb.LastError ||
+		!la.NextAt.Equal(lb.NextAt) || !slices.Equal(la.Done, lb.Done) ||
+		!la.DeleteRequestedAt.Equal(lb.DeleteRequestedAt)
+}
+
 const (
-	insertTenantSQL = `INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING ` + tenantCols
+	// A new tenant's first lifecycle step is due at once: provisioning it in Vault.
+	insertTenantSQL = `INSERT INTO tenants (id, name, lifecycle_step, lifecycle_next_at)
+VALUES ($1, $2, 'vault.provision', now()) RETURNING ` + tenantCols
 
 	// claimIdempotencySQL inserts the record, or takes over an expired one. When a live record
 	// holds the key — committed earlier, or by a concurrent transaction this statement waited
@@ -47,8 +81,14 @@ FROM idempotency_keys WHERE key = $1 AND expires_at > now()`
 
 	lockTenantRowSQL = `SELECT ` + tenantCols + ` FROM tenants WHERE id = $1 FOR UPDATE`
 
-	updateTenantSQL = `UPDATE tenants SET status = $2, suspend_reason = $3, updated_at = now()
+	updateTenantSQL = `UPDATE tenants SET status = $2, suspend_reason = $3,
+	lifecycle_step = nullif($4, ''), lifecycle_attempts = $5, lifecycle_error = $6,
+	lifecycle_next_at = $7, lifecycle_done = $8, delete_requested_at = $9, updated_at = now()
 WHERE id = $1 RETURNING ` + tenantCols
+
+	dueLifecycleSQL = `SELECT ` + tenantCols + ` FROM tenants
+WHERE lifecycle_step IS NOT NULL AND lifecycle_next_at <= $1
+ORDER BY lifecycle_next_at LIMIT $2`
 
 	listTenantsSQL = `SELECT ` + tenantCols + ` FROM tenants
 WHERE $1::timestamptz IS NULL OR (created_at, id) > ($1, $2::uuid)
@@ -203,17 +243,27 @@ func (p *Postgres) UpdateTenant(ctx context.Context, tenantID string, change fun
 		if err != nil {
 			return fmt.Errorf("lock tenant: %w", err)
 		}
+		before := t
+		before.Lifecycle.Done = slices.Clone(t.Lifecycle.Done)
 		ev, err := change(&t)
 		if err != nil {
 			return err
 		}
-		if ev == nil {
+		if ev == nil && !tenantChanged(&before, &t) {
 			out = t
 			return nil
 		}
-		out, err = scanTenant(tx.QueryRow(ctx, updateTenantSQL, tenantID, t.Status, t.SuspendReason))
+		l := t.Lifecycle
+		if l.Done == nil {
+			l.Done = []string{}
+		}
+		out, err = scanTenant(tx.QueryRow(ctx, updateTenantSQL, tenantID, t.Status, t.SuspendReason,
+			string(l.Step), l.Attempts, l.LastError, timeArg(l.NextAt), l.Done, timeArg(l.DeleteRequestedAt)))
 		if err != nil {
 			return fmt.Errorf("update tenant: %w", err)
+		}
+		if ev == nil {
+			return nil
 		}
 		return insertEvent(ctx, tx, tenantID, *ev)
 	})
@@ -221,6 +271,24 @@ func (p *Postgres) UpdateTenant(ctx context.Context, tenantID string, change fun
 		return nil, err
 	}
 	return &out, nil
+}
+
+// DueLifecycle implements store.Tenants through a platform transaction (read-only: see
+// ListTenants).
+func (p *Postgres) DueLifecycle(ctx context.Context, now time.Time, limit int) ([]store.Tenant, error) {
+	var out []store.Tenant
+	err := p.db.InPlatformTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, dueLifecycleSQL, now, limit)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Tenant, error) { return scanTenant(row) })
+		return err
+	})
+	if err != nil {
+		return nil, interpretError(err)
+	}
+	return out, nil
 }
 
 // TenantStatus implements store.Tenants in one round trip.
