@@ -127,7 +127,7 @@ func run() error {
 	}
 
 	connCred, connSecret, err := identity.NewPlatformCredential(identity.KindService, "connection",
-		authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead)
+		authz.TokensExchange, authz.TenantsStatus, authz.CredentialsRead, authz.CredentialsWrite, authz.EventsRead, authz.TenantsOffboard)
 	if err != nil {
 		return err
 	}
@@ -197,6 +197,11 @@ func run() error {
 		return fmt.Errorf("connection: %w", err)
 	}
 	closers = append(closers, func() { _ = cn.Close() })
+	// The tenant lifecycle saga starts once its participants listen: new tenants are
+	// provisioned in Vault, deleted ones offboarded.
+	if err := id.StartLifecycle(identity.LifecycleTargets{VaultBrokerAddr: br.GRPCAddr, ConnectionAddr: cn.GRPCAddr}); err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
 
 	snDB, err := serviceDatabase(ctx, superURL, "sync")
 	if err != nil {
