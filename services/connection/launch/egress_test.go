@@ -18,7 +18,8 @@ import (
 // token request (x/oauth2) and the credential test endpoint — go through the egress guard: an
 // integration whose endpoint is the provider's internal server (loopback, not allow-listed,
 // written as an IP literal or as a name resolving to loopback) fails with EGRESS_REFUSED and
-// the internal server sees nothing, while the allow-listed provider still works.
+// the internal server sees nothing, while the allow-listed provider still works. A revocation
+// endpoint the guard refuses ends the revocation failed, and the connection deletable.
 func TestProviderCallsEgressGuard(t *testing.T) {
 	env := connectiontest.Start(t, connectiontest.Options{
 		Configure: func(c *launch.Config) {
@@ -89,17 +90,24 @@ func TestProviderCallsEgressGuard(t *testing.T) {
 			wantCode(t, err, tc.want)
 		})
 	}
-	// The revocation endpoint too: the token stays with the service, revocation pending.
+	// The revocation endpoint too, and for good: retrying cannot change the egress policy, so
+	// the revocation is given up at once (failed, with the reason), the credential deleted,
+	// and the connection can be deleted — it no longer stays pending forever.
 	oauthConn := env.Authorize(t, as(t, owner), 0, &connectionv1.StartAuthorizationRequest{TenantId: tenant.ID, Integration: "internal-revocation"})
 	revoked, err := conns.RevokeConnection(as(t, owner), &connectionv1.RevokeConnectionRequest{TenantId: tenant.ID, ConnectionId: oauthConn})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := revoked.GetConnection().GetRevocationState(); got != connectionv1.RevocationState_REVOCATION_STATE_PENDING {
-		t.Fatalf("revocation state = %v, want pending", got)
+	if got := revoked.GetConnection(); got.GetRevocationState() != connectionv1.RevocationState_REVOCATION_STATE_FAILED ||
+		!strings.Contains(got.GetRevocationFailureReason(), "egress") {
+		t.Fatalf("revoked connection %v, want failed by the egress policy", got)
 	}
 	if n := len(env.Provider.Revocations()); n != 0 {
 		t.Fatalf("the provider saw %d revocations", n)
+	}
+	credentialGone(t, env, tenant.ID, owner, oauthConn)
+	if types := eventTypes(t, env, oauthConn); types[len(types)-1] != "connection.revocation_failed" {
+		t.Fatalf("events %v", types)
 	}
 
 	if n := len(env.Provider.InternalRequests()); n != 0 {
@@ -111,5 +119,8 @@ func TestProviderCallsEgressGuard(t *testing.T) {
 	}
 	if n := len(list.GetConnections()); n != 3 {
 		t.Fatalf("%d connections, want the 2 to the allow-listed provider and the revoked one", n)
+	}
+	if _, err := conns.DeleteConnection(as(t, owner), &connectionv1.DeleteConnectionRequest{TenantId: tenant.ID, ConnectionId: oauthConn}); err != nil {
+		t.Fatalf("deleting the connection whose revocation the egress policy refuses: %v", err)
 	}
 }

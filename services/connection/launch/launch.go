@@ -273,7 +273,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 		Egress: guard, Fairness: fair,
 		Store: st, Catalog: cat, Credentials: broker.New(brokerConn), UserTokens: idc,
 		PlatformApps: apps, CallbackURL: r.CallbackURL, ReturnURLPrefixes: cfg.ReturnURLPrefixes,
-		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval,
+		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval, RevocationGiveUp: cfg.RevocationGiveUp,
 		Now: opts.Now, Logger: logger,
 	})
 	if err != nil {

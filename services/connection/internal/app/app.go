@@ -40,6 +40,10 @@ const (
 	ReasonWrongAuthType       = "WRONG_AUTH_TYPE"
 )
 
+// DefaultRevocationGiveUp is how long an unconfirmed provider revocation is retried before it
+// is given up (config.DefaultRevocationGiveUp is the service's setting).
+const DefaultRevocationGiveUp = 72 * time.Hour
+
 // Credentials is the vault-broker, acting for the principal in the context (*broker.Client).
 type Credentials interface {
 	Get(ctx context.Context, tenantID, id string, version int64) (broker.Credential, error)
@@ -80,6 +84,10 @@ type Config struct {
 	CheckInterval time.Duration
 	// StateTTL is how long an authorization may take (default 10m, at most 1h).
 	StateTTL time.Duration
+	// RevocationGiveUp: a revocation the provider has not confirmed this long after the
+	// connection was revoked is given up (failed, credential deleted); default
+	// DefaultRevocationGiveUp.
+	RevocationGiveUp time.Duration
 	// ProviderTimeout bounds one call of the service's own to a provider (token, revocation
 	// and test endpoints); default 10s.
 	ProviderTimeout time.Duration
@@ -100,22 +108,23 @@ type Config struct {
 
 // App holds every use case. Safe for concurrent use.
 type App struct {
-	store           store.Store
-	catalog         *catalog.Catalog
-	creds           Credentials
-	userTokens      UserTokens
-	platform        map[string]OAuthClient
-	callbackURL     string
-	returnURLs      []string
-	margin          time.Duration
-	checkEvery      time.Duration
-	stateTTL        time.Duration
-	providerTimeout time.Duration
-	now             func() time.Time
-	log             *slog.Logger
-	egress          *egress.Guard
-	fairness        *fairness.Set
-	maxProxyRes     int
+	store            store.Store
+	catalog          *catalog.Catalog
+	creds            Credentials
+	userTokens       UserTokens
+	platform         map[string]OAuthClient
+	callbackURL      string
+	returnURLs       []string
+	margin           time.Duration
+	checkEvery       time.Duration
+	stateTTL         time.Duration
+	providerTimeout  time.Duration
+	revocationGiveUp time.Duration
+	now              func() time.Time
+	log              *slog.Logger
+	egress           *egress.Guard
+	fairness         *fairness.Set
+	maxProxyRes      int
 
 	// refreshes collapses concurrent refreshes of one connection in this process into one;
 	// the row lock does the same across processes.
@@ -138,6 +147,9 @@ func New(cfg Config) (*App, error) {
 	}
 	if cfg.StateTTL <= 0 || cfg.StateTTL > time.Hour {
 		cfg.StateTTL = 10 * time.Minute
+	}
+	if cfg.RevocationGiveUp <= 0 {
+		cfg.RevocationGiveUp = DefaultRevocationGiveUp
 	}
 	if cfg.ProviderTimeout <= 0 {
 		cfg.ProviderTimeout = 10 * time.Second
@@ -169,7 +181,7 @@ func New(cfg Config) (*App, error) {
 		store: cfg.Store, catalog: cfg.Catalog, creds: cfg.Credentials, userTokens: cfg.UserTokens,
 		platform: cfg.PlatformApps, callbackURL: cfg.CallbackURL, returnURLs: cfg.ReturnURLPrefixes,
 		margin: cfg.RefreshMargin, checkEvery: cfg.CheckInterval, stateTTL: cfg.StateTTL,
-		providerTimeout: cfg.ProviderTimeout, now: cfg.Now, log: cfg.Logger,
+		providerTimeout: cfg.ProviderTimeout, revocationGiveUp: cfg.RevocationGiveUp, now: cfg.Now, log: cfg.Logger,
 		egress: cfg.Egress, fairness: cfg.Fairness, maxProxyRes: cfg.ProxyMaxResponse,
 	}, nil
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/bulkhead/bulkhead/pkg/apierr"
@@ -73,8 +74,9 @@ func (a *App) SetConnectionEnabled(ctx context.Context, id string, enabled bool)
 // (up to revokeAttempts times); once the provider confirms — or when it cannot revoke — the
 // credential is deleted from the vault-broker. While the provider has not confirmed, the
 // connection stays revoked with revocation_state pending and the credential is kept (unusable:
-// nothing hands out a revoked connection's credential) so the next RevokeConnection can retry.
-// Idempotent.
+// nothing hands out a revoked connection's credential) so the next RevokeConnection can retry;
+// a revocation that can never succeed, or has not for the give-up period, ends failed with the
+// credential deleted (revokeAtProvider). Idempotent.
 func (a *App) RevokeConnection(ctx context.Context, id string) (store.Connection, error) {
 	var out store.Connection
 	err := a.manage(ctx, id, func(ctx context.Context, l store.Locked) error {
@@ -91,8 +93,8 @@ const ReasonRevocationPending = "REVOCATION_PENDING"
 
 // DeleteConnection revokes a connection when it is not yet revoked (RevokeConnection's path)
 // and then deletes its row, with a connection.deleted event. Decision: a hard delete, and only
-// once the revocation is final, so no row disappears while the provider may still honour its
-// tokens; a pending revocation is committed (for the worker to retry) and answers
+// once the revocation is final (confirmed, not supported, or given up as failed), so no row
+// disappears while the provider may still be asked to revoke its tokens; a pending revocation is committed (for the worker to retry) and answers
 // FAILED_PRECONDITION REVOCATION_PENDING. allowMissing turns NOT_FOUND into success, so a
 // retried delete is idempotent.
 func (a *App) DeleteConnection(ctx context.Context, id string, allowMissing bool) error {
@@ -120,16 +122,21 @@ func (a *App) DeleteConnection(ctx context.Context, id string, allowMissing bool
 	return nil
 }
 
-// revokeLocked is the revocation of a locked connection, shared by RevokeConnection and
-// offboarding (offboard.go); ctx must act for a principal the vault-broker accepts.
+// revokeLocked is the revocation of a locked connection, shared by RevokeConnection, the
+// worker's retries and offboarding (offboard.go); ctx must act for a principal the
+// vault-broker accepts. A revocation the provider cannot ever confirm — or that stayed
+// unconfirmed for the give-up period — ends failed, with the credential deleted.
 func (a *App) revokeLocked(ctx context.Context, l store.Locked) (store.Connection, error) {
 	conn := l.Connection()
 	if conn.Status == store.StatusRevoked && conn.RevocationState != store.RevocationPending {
 		return conn, nil
 	}
-	state, err := a.revokeAtProvider(ctx, conn)
+	state, reason, err := a.revokeAtProvider(ctx, conn)
 	if err != nil {
 		return store.Connection{}, err
+	}
+	if state == store.RevocationFailed {
+		return a.failRevocation(ctx, l, reason, true)
 	}
 	next := time.Time{}
 	if state == store.RevocationPending {
@@ -144,37 +151,93 @@ func (a *App) revokeLocked(ctx context.Context, l store.Locked) (store.Connectio
 	return out, a.creds.Delete(ctx, conn.TenantID, conn.ID)
 }
 
-// revokeAtProvider revokes conn's tokens at the provider and says how it went.
-func (a *App) revokeAtProvider(ctx context.Context, conn store.Connection) (store.RevocationState, error) {
+// failRevocation gives up the revocation of a locked connection: revoked, state failed with
+// reason, connection.revocation_failed, and the credential deleted in the vault-broker — it
+// revokes nothing any more and must not linger. With strict, a failed delete rolls the change
+// back (to be given up again later); otherwise the delete is best effort (offboarding's
+// deadline: see abandonPending).
+func (a *App) failRevocation(ctx context.Context, l store.Locked, reason string, strict bool) (store.Connection, error) {
+	conn := l.Connection()
+	out, err := l.FailRevocation(ctx, reason, a.now())
+	if err != nil {
+		return store.Connection{}, err
+	}
+	a.log.WarnContext(ctx, "revocation at the provider given up; deleting the credential",
+		"tenant_id", conn.TenantID, "connection_id", conn.ID, "integration", conn.Integration, "reason", out.RevocationFailureReason)
+	if err := a.creds.Delete(ctx, conn.TenantID, conn.ID); err != nil {
+		if strict {
+			return store.Connection{}, err
+		}
+		a.log.WarnContext(ctx, "could not delete the credential of a given-up revocation",
+			"tenant_id", conn.TenantID, "connection_id", conn.ID, "error", err.Error())
+	}
+	return out, nil
+}
+
+// revokeAtProvider revokes conn's tokens at the provider and says how it went: confirmed,
+// not_supported, pending (retried later), or failed with a secret-free reason when asking
+// again cannot help — the egress guard refuses the revocation endpoint, the provider refused
+// the request for good (a 4xx other than 408/429), the credential is gone — or when the
+// revocation has stayed unconfirmed for the give-up period since the connection was revoked.
+func (a *App) revokeAtProvider(ctx context.Context, conn store.Connection) (store.RevocationState, string, error) {
 	p, ok := a.catalog.Get(conn.Integration)
 	if !ok || p.OAuth2 == nil || p.OAuth2.RevocationURL == "" {
-		return store.RevocationNotSupported, nil
+		return store.RevocationNotSupported, "", nil
 	}
 	cred, err := a.creds.Get(ctx, conn.TenantID, conn.ID, 0)
 	if errors.Is(err, broker.ErrNotFound) {
-		return store.RevocationNotSupported, nil // nothing left to revoke
+		// The tokens may still be valid at the provider, and nothing here can revoke them.
+		return store.RevocationFailed, "credential missing: nothing to revoke the tokens with", nil
 	}
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	e, err := p.Resolve(conn.Fields)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	app, err := a.oauthApp(ctx, conn.TenantID, p.Key)
 	if err != nil && !apierr.Is(err, ReasonOAuthAppMissing) {
-		return "", err
+		return "", "", err
 	}
 	for attempt := range revokeAttempts {
 		err = a.revoke(ctx, p, e, app, cred.Data)
 		if err == nil {
-			return store.RevocationConfirmed, nil
+			return store.RevocationConfirmed, "", nil
+		}
+		if reason, ok := permanentRevocationFailure(err); ok {
+			return store.RevocationFailed, reason, nil
 		}
 		a.log.WarnContext(ctx, "provider revocation failed", "integration", p.Key, "connection_id", conn.ID,
 			"attempt", attempt+1, "error", err.Error())
 		if ctx.Err() != nil {
-			break
+			return store.RevocationPending, "", nil
 		}
 	}
-	return store.RevocationPending, nil
+	if since := conn.RevokedAt; !since.IsZero() && a.now().Sub(since) >= a.revocationGiveUp {
+		return store.RevocationFailed, fmt.Sprintf("unconfirmed for the give-up period (%s); last: %s", a.revocationGiveUp, failureReason(err)), nil
+	}
+	return store.RevocationPending, "", nil
+}
+
+// permanentRevocationFailure says whether a failed revocation call can never succeed, and why
+// (secret-free).
+func permanentRevocationFailure(err error) (string, bool) {
+	if apierr.Is(err, ReasonEgressRefused) {
+		return "the egress policy refuses the revocation endpoint", true
+	}
+	var pe *providerError
+	if errors.As(err, &pe) && pe.permanent {
+		return pe.reason, true
+	}
+	return "", false
+}
+
+// failureReason is the secret-free description of a failed provider call.
+func failureReason(err error) string {
+	var pe *providerError
+	if errors.As(err, &pe) {
+		return pe.reason
+	}
+	return "provider call failed"
 }

@@ -27,8 +27,9 @@ type MaintainResult struct {
 	// Refreshed connections got a new credential (or were found refreshed by someone else).
 	Refreshed int
 	// Revoked connections ended their revocation confirmed (or not supported) with the
-	// credential deleted; Pending ones are still pending, retried later.
-	Revoked, Pending int
+	// credential deleted; Pending ones are still pending, retried later; GivenUp ones ended
+	// failed (the provider refused for good, or the give-up period passed), credential deleted.
+	Revoked, Pending, GivenUp int
 	// Failed counts connections whose work failed (logged; retried on a later pass).
 	Failed int
 }
@@ -75,6 +76,8 @@ func (a *App) Maintain(ctx context.Context, tenantID string, due []store.Due) (M
 				errs = append(errs, fmt.Errorf("revocation of %s: %w", d.ID, err))
 			case state == store.RevocationPending:
 				res.Pending++
+			case state == store.RevocationFailed:
+				res.GivenUp++
 			case state != "":
 				res.Revoked++
 			}

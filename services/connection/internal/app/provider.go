@@ -2,11 +2,13 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +48,8 @@ var errRejected = errors.New("provider rejected the credential")
 type providerError struct {
 	reason   string
 	rejected bool
+	// permanent: asking again cannot succeed (a revocation the provider refused for good).
+	permanent bool
 }
 
 func (e *providerError) Error() string { return e.reason }
@@ -376,11 +380,37 @@ func (a *App) revoke(ctx context.Context, p *catalog.Provider, e catalog.Endpoin
 		return &providerError{reason: "provider unreachable"}
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
-	return &providerError{reason: fmt.Sprintf("provider answered %d", resp.StatusCode)}
+	reason := fmt.Sprintf("provider answered %d", resp.StatusCode)
+	if code := oauthErrorCode(body); code != "" {
+		reason += " " + code
+	}
+	// RFC 7009 §2.2.1: a 4xx (400 unsupported_token_type or invalid_request, 401
+	// invalid_client…) is the provider's final word on this request; asking again cannot
+	// change it. 408 and 429 are the exceptions that mean "later".
+	permanent := resp.StatusCode >= 400 && resp.StatusCode < 500 &&
+		resp.StatusCode != http.StatusRequestTimeout && resp.StatusCode != http.StatusTooManyRequests
+	return &providerError{reason: reason, permanent: permanent}
+}
+
+// oauthCode is what an OAuth2 error code may look like to be recorded: RFC 6749 limits it to
+// printable ASCII without quote or backslash; this is narrower, so nothing a provider echoes
+// back (a token, say) can end up in a failure reason.
+var oauthCode = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+
+// oauthErrorCode returns the "error" member of an OAuth2 JSON error body, or "" when there is
+// none that looks like an error code.
+func oauthErrorCode(body []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil || !oauthCode.MatchString(e.Error) {
+		return ""
+	}
+	return e.Error
 }
 
 // stripURL drops the URL a *url.Error carries (a test URL may hold an API key in its query),

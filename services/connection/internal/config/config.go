@@ -32,6 +32,7 @@ const (
 	EnvOAuthApps          = "BULKHEAD_CONNECTION_OAUTH_APPS"
 	EnvRefreshMargin      = "BULKHEAD_CONNECTION_REFRESH_MARGIN"
 	EnvCheckInterval      = "BULKHEAD_CONNECTION_CHECK_INTERVAL"
+	EnvRevocationGiveUp   = "BULKHEAD_CONNECTION_REVOCATION_GIVE_UP"
 	EnvRateLimit          = "BULKHEAD_CONNECTION_RATE_LIMIT"
 	EnvRateBurst          = "BULKHEAD_CONNECTION_RATE_BURST"
 	EnvBrokerAddr         = "BULKHEAD_VAULTBROKER_ADDR"
@@ -64,8 +65,10 @@ const (
 	DefaultTenantStatusTTL = 2 * time.Second
 	DefaultRefreshMargin   = 5 * time.Minute
 	DefaultCheckInterval   = 24 * time.Hour
-	DefaultRateLimit       = 50
-	DefaultRateBurst       = 100
+	// DefaultRevocationGiveUp: long enough to ride out a provider's outage over a weekend.
+	DefaultRevocationGiveUp = 72 * time.Hour
+	DefaultRateLimit        = 50
+	DefaultRateBurst        = 100
 )
 
 // Secret is a configuration value that must never be printed (see pkg/secret); an alias, so
@@ -123,6 +126,9 @@ type Config struct {
 	RefreshMargin time.Duration
 	// CheckInterval: how often credentials without expiry are tested.
 	CheckInterval time.Duration
+	// RevocationGiveUp: a provider revocation still unconfirmed this long after the connection
+	// was revoked is given up (REVOCATION_STATE_FAILED, credential deleted).
+	RevocationGiveUp time.Duration
 	// TenantStatusTTL bounds how stale the kill switch may be.
 	TenantStatusTTL time.Duration
 	// RateLimit (requests per second) and RateBurst size each tenant's token bucket.
@@ -151,7 +157,7 @@ type Config struct {
 func Default() Config {
 	return Config{
 		GRPCAddr: DefaultGRPCAddr, HTTPAddr: DefaultHTTPAddr, Issuer: DefaultIssuer, ClientID: DefaultClientID,
-		RefreshMargin: DefaultRefreshMargin, CheckInterval: DefaultCheckInterval,
+		RefreshMargin: DefaultRefreshMargin, CheckInterval: DefaultCheckInterval, RevocationGiveUp: DefaultRevocationGiveUp,
 		TenantStatusTTL: DefaultTenantStatusTTL, RateLimit: DefaultRateLimit, RateBurst: DefaultRateBurst,
 		LogLevel: slog.LevelInfo,
 	}
@@ -209,6 +215,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	duration(EnvRefreshMargin, &c.RefreshMargin)
 	duration(EnvCheckInterval, &c.CheckInterval)
+	duration(EnvRevocationGiveUp, &c.RevocationGiveUp)
 	duration(EnvTenantStatusTTL, &c.TenantStatusTTL)
 	if v := get(EnvRateLimit); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
@@ -332,6 +339,9 @@ func (c Config) Validate() error {
 	}
 	if c.CheckInterval < time.Minute {
 		add("%s: %s, want at least 1m", EnvCheckInterval, c.CheckInterval)
+	}
+	if c.RevocationGiveUp < time.Minute {
+		add("%s: %s, want at least 1m", EnvRevocationGiveUp, c.RevocationGiveUp)
 	}
 	if c.TenantStatusTTL <= 0 || c.TenantStatusTTL > time.Minute {
 		add("%s: %s, want more than 0 and at most 1m", EnvTenantStatusTTL, c.TenantStatusTTL)

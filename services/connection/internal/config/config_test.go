@@ -60,6 +60,8 @@ func TestValidate(t *testing.T) {
 		"worker batch not int":   func(m map[string]string) { m[EnvWorkerBatch] = "many" },
 		"worker disabled maybe":  func(m map[string]string) { m[EnvWorkerDisabled] = "maybe" },
 		"negative interval":      func(m map[string]string) { m[EnvOffboardingInterval] = "-1s" },
+		"give-up too short":      func(m map[string]string) { m[EnvRevocationGiveUp] = "30s" },
+		"give-up not duration":   func(m map[string]string) { m[EnvRevocationGiveUp] = "3 days" },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -89,7 +91,8 @@ func TestBackgroundAndProxySettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ProxyRate != 0 || c.ProxyAllowHosts != nil || c.WorkerDisabled || c.WorkerInterval != 0 || c.OffboardingDisabled {
+	if c.ProxyRate != 0 || c.ProxyAllowHosts != nil || c.WorkerDisabled || c.WorkerInterval != 0 || c.OffboardingDisabled ||
+		c.RevocationGiveUp != DefaultRevocationGiveUp {
 		t.Fatalf("defaults: %+v", c)
 	}
 	m := valid()
@@ -98,6 +101,7 @@ func TestBackgroundAndProxySettings(t *testing.T) {
 	m[EnvProxyBreakerFailures], m[EnvProxyBreakerOpen] = "3", "45s"
 	m[EnvOffboardingDisabled], m[EnvOffboardingInterval] = "true", "10s"
 	m[EnvWorkerDisabled], m[EnvWorkerInterval], m[EnvWorkerBatch] = "1", "1m", "50"
+	m[EnvRevocationGiveUp] = "168h"
 	c, err = FromEnv(env(m))
 	if err == nil {
 		err = c.Validate()
@@ -108,7 +112,7 @@ func TestBackgroundAndProxySettings(t *testing.T) {
 	if !slices.Equal(c.ProxyAllowHosts, []string{"10.0.0.5:8443", "internal.example"}) || c.ProxyRate != 2.5 || c.ProxyBurst != 7 ||
 		c.ProxyBreakerFailures != 3 || c.ProxyBreakerOpen != 45*time.Second ||
 		!c.OffboardingDisabled || c.OffboardingInterval != 10*time.Second ||
-		!c.WorkerDisabled || c.WorkerInterval != time.Minute || c.WorkerBatch != 50 {
+		!c.WorkerDisabled || c.WorkerInterval != time.Minute || c.WorkerBatch != 50 || c.RevocationGiveUp != 168*time.Hour {
 		t.Fatalf("read: %+v", c)
 	}
 }

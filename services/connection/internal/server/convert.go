@@ -102,6 +102,8 @@ func toRevocation(r store.RevocationState) connectionv1.RevocationState {
 		return connectionv1.RevocationState_REVOCATION_STATE_CONFIRMED
 	case store.RevocationNotSupported:
 		return connectionv1.RevocationState_REVOCATION_STATE_NOT_SUPPORTED
+	case store.RevocationFailed:
+		return connectionv1.RevocationState_REVOCATION_STATE_FAILED
 	}
 	return connectionv1.RevocationState_REVOCATION_STATE_UNSPECIFIED
 }
@@ -131,6 +133,8 @@ func toConnection(c store.Connection) *connectionv1.Connection {
 		UpdateTime:      ts(c.UpdatedAt),
 		AuthType:        toAuthType(c.AuthType),
 		GrantedScopes:   c.GrantedScopes,
+
+		RevocationFailureReason: c.RevocationFailureReason,
 	}
 }
 

@@ -72,7 +72,20 @@ const (
 	RevocationPending      RevocationState = "pending"
 	RevocationConfirmed    RevocationState = "confirmed"
 	RevocationNotSupported RevocationState = "not_supported"
+	// RevocationFailed: revocation at the provider was given up (Connection.RevocationFailureReason
+	// says why); the credential was deleted here.
+	RevocationFailed RevocationState = "failed"
 )
+
+// Final reports whether s is a final revocation state: nothing is retried any more, and the
+// connection may be deleted.
+func (s RevocationState) Final() bool {
+	return s == RevocationConfirmed || s == RevocationNotSupported || s == RevocationFailed
+}
+
+// MaxFailureReason bounds stored failure reasons (the columns' check constraints); longer ones
+// are cut.
+const MaxFailureReason = 200
 
 // EventType is an outbox event type (the outbox table's check constraint lists the same set).
 type EventType string
@@ -88,6 +101,8 @@ const (
 	EventDisabled      EventType = "connection.disabled"
 	EventEnabled       EventType = "connection.enabled"
 	EventReauthorized  EventType = "connection.reauthorized"
+	// EventRevocationFailed: revocation at the provider was given up (payload "reason").
+	EventRevocationFailed EventType = "connection.revocation_failed"
 )
 
 // Actor is whom a call acts for, from verified claims.
@@ -125,6 +140,10 @@ type Connection struct {
 	RevocationState     RevocationState
 	RevocationAttempts  int
 	RevocationNextAt    time.Time
+	// RevocationFailureReason says why revocation failed (RevocationFailed only); secret-free.
+	RevocationFailureReason string
+	// RevokedAt is when the connection was first revoked (the give-up period starts there).
+	RevokedAt time.Time
 	// CredentialVersion is the vault-broker version of the credential this row describes.
 	CredentialVersion int64
 	IdempotencyKey    string
@@ -231,12 +250,17 @@ type Locked interface {
 	// connection.enabled.
 	SetEnabled(ctx context.Context, enabled bool, at time.Time) (Connection, error)
 	// Revoke marks the connection revoked with state (pending with nextAttempt, confirmed or
-	// not_supported). A revoked connection only moves from pending to a final state.
-	// Event: connection.revoked on the first call only.
+	// not_supported), recording at as RevokedAt on the first call. A revoked connection only
+	// moves from pending to a final state. Event: connection.revoked on the first call only.
 	Revoke(ctx context.Context, state RevocationState, nextAttempt time.Time, at time.Time) (Connection, error)
+	// FailRevocation gives up revocation at the provider: the connection becomes revoked (when
+	// it was not yet) with state failed and reason (secret-free, non-empty, cut to
+	// MaxFailureReason). A final state is left as it is. Events: connection.revoked when the
+	// connection was not revoked yet, then connection.revocation_failed.
+	FailRevocation(ctx context.Context, reason string, at time.Time) (Connection, error)
 	// Delete removes the connection's row, which must be revoked with a final revocation
-	// state (confirmed or not_supported; ErrNotDeletable otherwise — the database's policy
-	// refuses it too). Event: connection.deleted, kept in the outbox.
+	// state (confirmed, not_supported or failed; ErrNotDeletable otherwise — the database's
+	// policy refuses it too). Event: connection.deleted, kept in the outbox.
 	Delete(ctx context.Context, at time.Time) error
 }
 

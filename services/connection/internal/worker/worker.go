@@ -1,5 +1,6 @@
 // Package worker is the connection service's background maintenance: it retries pending
-// provider revocations (with backoff, until confirmed; the broker credential is deleted then)
+// provider revocations (with backoff, until confirmed — or given up as failed when the provider
+// refuses for good or the give-up period passes; the broker credential is deleted either way)
 // and refreshes OAuth2 credentials before callers need them — tokens expiring within the
 // refresh margin, credentials due for their periodic test, and refresh tokens that have not
 // been used for the check interval (providers revoke idle refresh tokens).
@@ -138,13 +139,14 @@ func (w *Worker) RunOnce(ctx context.Context) Pass {
 		p.Refreshed += res.Refreshed
 		p.Revoked += res.Revoked
 		p.Pending += res.Pending
+		p.GivenUp += res.GivenUp
 		p.Failed += res.Failed
 		if err != nil {
 			errs = append(errs, fmt.Errorf("tenant %s: %w", tenant, err))
 		}
-		if res.Refreshed+res.Revoked+res.Pending+res.Failed > 0 {
+		if res.Refreshed+res.Revoked+res.Pending+res.GivenUp+res.Failed > 0 {
 			w.log.InfoContext(ctx, "maintained", "tenant_id", tenant, "refreshed", res.Refreshed,
-				"revoked", res.Revoked, "revocation_pending", res.Pending, "failed", res.Failed)
+				"revoked", res.Revoked, "revocation_pending", res.Pending, "revocation_given_up", res.GivenUp, "failed", res.Failed)
 		}
 		start = end
 		if ctx.Err() != nil {

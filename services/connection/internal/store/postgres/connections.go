@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -20,6 +21,7 @@ const connCols = `c.tenant_id::text, c.id::text, c.integration, c.auth_type, c.s
 	c.access_expires_at, c.refresh_expires_at, c.next_check_at,
 	c.fields, c.tags, c.granted_scopes,
 	c.revocation_state, c.revocation_attempts, c.revocation_next_at,
+	c.revocation_failure_reason, c.revoked_at,
 	c.credential_version, coalesce(c.idempotency_key, ''), c.created_at, c.updated_at,
 	coalesce((SELECT s.enabled FROM integration_settings s
 	          WHERE s.tenant_id = c.tenant_id AND s.integration = c.integration), true)`
@@ -84,7 +86,13 @@ const (
 	revokeSQL = `UPDATE connections AS c SET status = 'revoked', revocation_state = $3,
 		revocation_next_at = $4,
 		revocation_attempts = c.revocation_attempts + CASE WHEN $3 = 'not_supported' THEN 0 ELSE 1 END,
-		updated_at = now()
+		revoked_at = coalesce(c.revoked_at, $5), updated_at = now()
+		WHERE c.tenant_id = $1 AND c.id = $2
+		RETURNING ` + connCols
+
+	failRevocationSQL = `UPDATE connections AS c SET status = 'revoked', revocation_state = 'failed',
+		revocation_next_at = NULL, revocation_failure_reason = $3,
+		revoked_at = coalesce(c.revoked_at, $4), updated_at = now()
 		WHERE c.tenant_id = $1 AND c.id = $2
 		RETURNING ` + connCols
 
@@ -101,7 +109,7 @@ func scanConnection(row pgx.CollectableRow) (store.Connection, error) {
 		authType, scope, status, revState string
 		lastRefresh, lastFailure          *time.Time
 		accessExp, refreshExp, nextCheck  *time.Time
-		revNext                           *time.Time
+		revNext, revokedAt                *time.Time
 	)
 	err := row.Scan(&c.TenantID, &c.ID, &c.Integration, &authType, &scope,
 		&c.OwnerUserID, &c.Creator, &status,
@@ -109,6 +117,7 @@ func scanConnection(row pgx.CollectableRow) (store.Connection, error) {
 		&accessExp, &refreshExp, &nextCheck,
 		&c.Fields, &c.Tags, &c.GrantedScopes,
 		&revState, &c.RevocationAttempts, &revNext,
+		&c.RevocationFailureReason, &revokedAt,
 		&c.CredentialVersion, &c.IdempotencyKey, &c.CreatedAt, &c.UpdatedAt,
 		&c.IntegrationEnabled)
 	if err != nil {
@@ -118,7 +127,7 @@ func scanConnection(row pgx.CollectableRow) (store.Connection, error) {
 	c.RevocationState = store.RevocationState(revState)
 	c.LastRefreshAt, c.LastFailureAt = timeOrZero(lastRefresh), timeOrZero(lastFailure)
 	c.AccessExpiresAt, c.RefreshExpiresAt, c.NextCheckAt = timeOrZero(accessExp), timeOrZero(refreshExp), timeOrZero(nextCheck)
-	c.RevocationNextAt = timeOrZero(revNext)
+	c.RevocationNextAt, c.RevokedAt = timeOrZero(revNext), timeOrZero(revokedAt)
 	return c, nil
 }
 
@@ -318,10 +327,7 @@ func (l *locked) RecordFailure(ctx context.Context, f store.Failure) (store.Conn
 	if l.c.Status == store.StatusRevoked {
 		return store.Connection{}, store.ErrRevoked
 	}
-	reason := f.Reason
-	if len(reason) > 200 {
-		reason = reason[:200]
-	}
+	reason := cut(f.Reason)
 	return l.update(ctx, recordFailureSQL, []any{f.At, reason, f.NeedsReauth, nullTime(f.NextCheckAt)},
 		eventSpec{t: store.EventRefreshFailed, extra: map[string]any{"reason": reason, "needs_reauth": f.NeedsReauth}})
 }
@@ -354,7 +360,7 @@ func (l *locked) SetEnabled(ctx context.Context, enabled bool, _ time.Time) (sto
 	return l.c, nil // already as asked
 }
 
-func (l *locked) Revoke(ctx context.Context, state store.RevocationState, nextAttempt, _ time.Time) (store.Connection, error) {
+func (l *locked) Revoke(ctx context.Context, state store.RevocationState, nextAttempt, at time.Time) (store.Connection, error) {
 	switch state {
 	case store.RevocationPending, store.RevocationConfirmed, store.RevocationNotSupported:
 	default:
@@ -371,15 +377,43 @@ func (l *locked) Revoke(ctx context.Context, state store.RevocationState, nextAt
 	if state == store.RevocationPending {
 		next = nullTime(nextAttempt)
 	}
-	c, err := l.update(ctx, revokeSQL, []any{string(state), next}, events...)
+	c, err := l.update(ctx, revokeSQL, []any{string(state), next, at}, events...)
 	if err != nil {
 		return store.Connection{}, err
 	}
 	return c, nil
 }
 
+func (l *locked) FailRevocation(ctx context.Context, reason string, at time.Time) (store.Connection, error) {
+	reason = cut(reason)
+	if reason == "" {
+		return store.Connection{}, errors.New("postgres: FailRevocation needs a reason")
+	}
+	if l.c.Status == store.StatusRevoked && l.c.RevocationState.Final() {
+		return l.c, nil // final already
+	}
+	var events []eventSpec
+	if l.c.Status != store.StatusRevoked {
+		events = append(events, eventSpec{t: store.EventRevoked})
+	}
+	events = append(events, eventSpec{t: store.EventRevocationFailed, extra: map[string]any{"reason": reason}})
+	return l.update(ctx, failRevocationSQL, []any{reason, at}, events...)
+}
+
+// cut bounds a failure reason to the columns' limit, on a rune boundary.
+func cut(reason string) string {
+	if len(reason) <= store.MaxFailureReason {
+		return reason
+	}
+	reason = reason[:store.MaxFailureReason]
+	for !utf8.ValidString(reason) {
+		reason = reason[:len(reason)-1]
+	}
+	return reason
+}
+
 func (l *locked) Delete(ctx context.Context, _ time.Time) error {
-	if l.c.Status != store.StatusRevoked || l.c.RevocationState == store.RevocationPending {
+	if l.c.Status != store.StatusRevoked || !l.c.RevocationState.Final() {
 		return store.ErrNotDeletable
 	}
 	tag, err := l.tx.Exec(ctx, deleteConnectionSQL, l.c.TenantID, l.c.ID)
