@@ -315,7 +315,10 @@ func (w *Worker) backoff(attempts int) time.Duration {
 // message (they never carry secrets), bounded to the column's 500 characters.
 func describe(err error) string {
 	msg := err.Error()
-	if st, ok := status.FromError(err); ok {
+	// The innermost status: status.FromError would answer with the whole wrapped text.
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		st := se.GRPCStatus()
 		msg = st.Code().String() + ": " + st.Message()
 	}
 	if r := []rune(msg); len(r) > 500 {
