@@ -28,18 +28,35 @@ const createRetries = 3
 type Tenants struct {
 	store store.Tenants
 	clock Clock
-	// statusChanged is told about every status change after it commits, creation included
-	// (identity's own verifier forgets its cached status, so the kill switch applies here at
-	// once, and the lifecycle saga is woken for the step the change made due).
+	// statusChanged is told about every status change after it commits (identity's own
+	// verifier forgets its cached status, so the kill switch applies here at once, and the
+	// lifecycle saga is woken for the step the change made due).
 	statusChanged func(tenantID string)
+	// onboard runs a new tenant's first lifecycle step before CreateTenant answers, so the
+	// tenant is usable on return rather than a moment later (see Hooks).
+	onboard func(ctx context.Context, tenantID string)
 }
 
-// NewTenants returns the tenant use cases. statusChanged may be nil.
-func NewTenants(s store.Tenants, clock Clock, statusChanged func(tenantID string)) *Tenants {
-	if statusChanged == nil {
-		statusChanged = func(string) {}
+// Hooks are what the tenant use cases tell the rest of identity. Any may be nil.
+type Hooks struct {
+	// StatusChanged is called after a tenant's status changed (or after it was deleted).
+	StatusChanged func(tenantID string)
+	// Onboard is called after a tenant was created, before CreateTenant answers; it runs the
+	// tenant's pending lifecycle step (provisioning it in Vault) for a bounded time. Whatever
+	// it does not finish, the saga does later.
+	Onboard func(ctx context.Context, tenantID string)
+}
+
+// NewTenants returns the tenant use cases.
+func NewTenants(s store.Tenants, clock Clock, h Hooks) *Tenants {
+	t := &Tenants{store: s, clock: clock, statusChanged: h.StatusChanged, onboard: h.Onboard}
+	if t.statusChanged == nil {
+		t.statusChanged = func(string) {}
 	}
-	return &Tenants{store: s, clock: clock, statusChanged: statusChanged}
+	if t.onboard == nil {
+		t.onboard = func(context.Context, string) {}
+	}
+	return t
 }
 
 // CreateTenantInput is a self-service onboarding request.
@@ -161,7 +178,12 @@ func (t *Tenants) create(ctx context.Context, in CreateTenantInput, rec *store.I
 		}
 		return nil, storeError(err, "tenant")
 	}
-	t.statusChanged(tenantID)
+	t.onboard(ctx, tenantID)
+	// The response shows where onboarding stands; the creation itself is committed whatever
+	// this read does.
+	if tn, err := t.store.GetTenant(ctx, tenantID); err == nil {
+		res.Tenant = *tn
+	}
 	return &CreateTenantResult{TenantCreation: *res, Secret: key.secret}, nil
 }
 

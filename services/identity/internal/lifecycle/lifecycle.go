@@ -103,6 +103,12 @@ type Worker struct {
 	cfg  Config
 	log  *slog.Logger
 	kick chan struct{}
+	// base bounds the steps RunNow starts, which outlive the request that asked; Close ends it.
+	base   context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex // guards closed against wg.Add racing Close's Wait
+	closed bool
+	wg     sync.WaitGroup
 }
 
 // scanLimit is how many due tenants one scan takes.
@@ -140,7 +146,41 @@ func New(cfg Config) (*Worker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Worker{cfg: cfg, log: log.With("component", "lifecycle"), kick: make(chan struct{}, 1)}, nil
+	base, cancel := context.WithCancel(context.Background())
+	return &Worker{cfg: cfg, log: log.With("component", "lifecycle"), kick: make(chan struct{}, 1), base: base, cancel: cancel}, nil
+}
+
+// RunNow runs tenantID's pending step at once and waits for it at most wait (or until ctx
+// ends). The step goes on after that and is recorded as usual; if another worker already has
+// it, RunNow returns at once.
+func (w *Worker) RunNow(ctx context.Context, tenantID string, step store.LifecycleStep, wait time.Duration) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	w.wg.Go(func() {
+		defer close(done)
+		w.attempt(w.base, tenantID, step)
+	})
+	w.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// Close stops the steps RunNow started and waits for them. Run stops with its own context.
+func (w *Worker) Close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.cancel()
+	w.wg.Wait()
 }
 
 // Kick wakes the worker for a step that just became due (a tenant created or deleted).
