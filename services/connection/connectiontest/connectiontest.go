@@ -79,7 +79,8 @@ type Options struct {
 	// Proxy configures each instance's Proxy RPC; the provider's host:port (only it, not
 	// its internal server) is always added to AllowHosts.
 	Proxy launch.ProxyOptions
-	// Offboarding configures each instance's consumer of identity's events (on by default).
+	// Offboarding configures each instance's consumer of identity's member.removed events (on
+	// by default).
 	Offboarding launch.OffboardingOptions
 	// Integrations, if set, returns integrations added to the test catalog (TestCatalog) for
 	// this environment, e.g. ones whose endpoints point at the provider's internal server.
@@ -280,6 +281,14 @@ func (e *Env) Integrations(tb testing.TB, i int) connectionv1.IntegrationService
 func (e *Env) Events(tb testing.TB, i int) connectionv1.EventServiceClient {
 	tb.Helper()
 	return connectionv1.NewEventServiceClient(e.conn(tb, i))
+}
+
+// Offboarding returns a TenantOffboardingService client of instance i (identity's
+// tenant-deletion saga; call it with identity's own token, identitytest's ServiceToken of
+// "identity").
+func (e *Env) Offboarding(tb testing.TB, i int) connectionv1.TenantOffboardingServiceClient {
+	tb.Helper()
+	return connectionv1.NewTenantOffboardingServiceClient(e.conn(tb, i))
 }
 
 // ReturnURL is an allowed return URL of every instance.

@@ -24,6 +24,7 @@ type clients struct {
 	conns  connectionv1.ConnectionServiceClient
 	ints   connectionv1.IntegrationServiceClient
 	events connectionv1.EventServiceClient
+	offb   connectionv1.TenantOffboardingServiceClient
 }
 
 // target names what a call aims at.
@@ -109,6 +110,10 @@ func calls() map[string]call {
 			_, err := c.events.ListEvents(ctx, &connectionv1.ListEventsRequest{})
 			return err
 		},
+		connectionv1.TenantOffboardingService_OffboardTenant_FullMethodName: func(ctx context.Context, c clients, to target) error {
+			_, err := c.offb.OffboardTenant(ctx, &connectionv1.OffboardTenantRequest{TenantId: to.TenantID, AbandonPending: true})
+			return err
+		},
 		connectionv1.IntegrationService_ListIntegrations_FullMethodName: func(ctx context.Context, c clients, to target) error {
 			_, err := c.ints.ListIntegrations(ctx, &connectionv1.ListIntegrationsRequest{TenantId: to.TenantID})
 			return err
@@ -140,11 +145,13 @@ var perConnection = map[string]bool{
 }
 
 // servicesOnly marks the RPCs no tenant principal may call at all (they span tenants, for
-// Bulkhead services holding events.read): every tenant principal, whatever it targets, gets
-// PERMISSION_DENIED from the policy before any tenant is looked at, so nothing about another
-// tenant can leak either. TestListEvents covers what the services may read.
+// Bulkhead services holding events.read or tenants.offboard): every tenant principal, whatever
+// it targets, gets PERMISSION_DENIED from the policy before any tenant is looked at, so
+// nothing about another tenant can leak either. TestListEvents covers what the services may
+// read, TestOffboardTenantRefusals and TestOffboardTenant who may offboard.
 var servicesOnly = map[string]bool{
-	connectionv1.EventService_ListEvents_FullMethodName: true,
+	connectionv1.EventService_ListEvents_FullMethodName:                 true,
+	connectionv1.TenantOffboardingService_OffboardTenant_FullMethodName: true,
 }
 
 // world is two tenants: B with an org-level connection and member y's user-level one; A with
@@ -172,7 +179,7 @@ func addMember(t *testing.T, env *connectiontest.Env, owner string, tenant conne
 
 func newWorld(t *testing.T) *world {
 	env := connectiontest.Start(t, connectiontest.Options{})
-	w := &world{env: env, c: clients{conns: env.Connections(t, 0), ints: env.Integrations(t, 0), events: env.Events(t, 0)}}
+	w := &world{env: env, c: clients{conns: env.Connections(t, 0), ints: env.Integrations(t, 0), events: env.Events(t, 0), offb: env.Offboarding(t, 0)}}
 	w.a, w.b = env.NewTenant(t, "a"), env.NewTenant(t, "b")
 	w.aOwner, w.bOwner = env.Identity.Token(t, w.a.OwnerKey), env.Identity.Token(t, w.b.OwnerKey)
 	w.bYID, w.bY = addMember(t, env, w.bOwner, w.b, "y@b.example", identityv1.Role_ROLE_MEMBER)
@@ -292,6 +299,10 @@ func TestCrossUser(t *testing.T) {
 		},
 		connectionv1.EventService_ListEvents_FullMethodName: {
 			// Services only: no tenant principal reads the outbox, admins included.
+			{"member z", codes.PermissionDenied}, {"viewer", codes.PermissionDenied}, {"admin", codes.PermissionDenied}, {"owner y", codes.PermissionDenied},
+		},
+		connectionv1.TenantOffboardingService_OffboardTenant_FullMethodName: {
+			// Identity's saga only: no tenant principal offboards a tenant, its owner included.
 			{"member z", codes.PermissionDenied}, {"viewer", codes.PermissionDenied}, {"admin", codes.PermissionDenied}, {"owner y", codes.PermissionDenied},
 		},
 		connectionv1.IntegrationService_ListIntegrations_FullMethodName: {

@@ -98,8 +98,8 @@ type Options struct {
 	// service's own token, revocation and test calls) and Proxy's per (tenant, integration)
 	// limits.
 	Proxy ProxyOptions
-	// Offboarding configures the consumer of identity's member.removed and tenant.deleted
-	// events (see offboarding.go).
+	// Offboarding configures the consumer of identity's member.removed events (see
+	// offboarding.go).
 	Offboarding OffboardingOptions
 	// Worker configures the background worker: pending revocations and proactive refreshes
 	// (see worker.go).
@@ -271,7 +271,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	st := postgres.New(db)
 	uc, err := app.New(app.Config{
 		Egress: guard, Fairness: fair,
-		Store: st, Catalog: cat, Credentials: broker.New(brokerConn), UserTokens: idc,
+		Store: st, Catalog: cat, Credentials: broker.New(brokerConn), UserTokens: idc, Tenants: idc,
 		PlatformApps: apps, CallbackURL: r.CallbackURL, ReturnURLPrefixes: cfg.ReturnURLPrefixes,
 		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval, RevocationGiveUp: cfg.RevocationGiveUp,
 		Now: opts.Now, Logger: logger,

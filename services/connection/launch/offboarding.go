@@ -17,7 +17,8 @@ import (
 // OffboardingPass is what one offboarding pass did (OffboardingOptions.OnPass).
 type OffboardingPass = offboarding.Pass
 
-// OffboardingOptions configure the offboarding consumer. The zero value is production's: on,
+// OffboardingOptions configure the offboarding consumer of identity's member.removed events (a
+// deleted tenant is offboarded by identity's saga calling OffboardTenant instead). The zero value is production's: on,
 // a pass every 5 seconds. Fields left zero take the environment's values
 // (BULKHEAD_CONNECTION_OFFBOARDING_*, through Config).
 type OffboardingOptions struct {

@@ -71,6 +71,9 @@ type Config struct {
 	Catalog     *catalog.Catalog
 	Credentials Credentials
 	UserTokens  UserTokens
+	// Tenants reports identity's state of a tenant (OffboardTenant's DELETING check); nil
+	// makes OffboardTenant fail.
+	Tenants TenantStates
 	// PlatformApps are the platform's own OAuth apps, by integration key; a tenant without its
 	// own app uses these.
 	PlatformApps map[string]OAuthClient
@@ -112,6 +115,7 @@ type App struct {
 	catalog          *catalog.Catalog
 	creds            Credentials
 	userTokens       UserTokens
+	tenants          TenantStates
 	platform         map[string]OAuthClient
 	callbackURL      string
 	returnURLs       []string
@@ -178,7 +182,7 @@ func New(cfg Config) (*App, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &App{
-		store: cfg.Store, catalog: cfg.Catalog, creds: cfg.Credentials, userTokens: cfg.UserTokens,
+		store: cfg.Store, catalog: cfg.Catalog, creds: cfg.Credentials, userTokens: cfg.UserTokens, tenants: cfg.Tenants,
 		platform: cfg.PlatformApps, callbackURL: cfg.CallbackURL, returnURLs: cfg.ReturnURLPrefixes,
 		margin: cfg.RefreshMargin, checkEvery: cfg.CheckInterval, stateTTL: cfg.StateTTL,
 		providerTimeout: cfg.ProviderTimeout, revocationGiveUp: cfg.RevocationGiveUp, now: cfg.Now, log: cfg.Logger,

@@ -1,6 +1,11 @@
 // Package offboarding is the connection service's consumer of identity's events: when identity
 // removes a member, that user's user-level connections in that tenant are revoked (org-level
-// ones stay); when a tenant is deleted, all its connections are.
+// ones stay).
+//
+// Deleting a tenant is not an event here any more: identity's tenant-deletion saga calls
+// TenantOffboardingService.OffboardTenant directly, until nothing is pending, before the
+// vault-broker deletes the tenant's Vault layout — an ordering a feed consumer could not give
+// it. identity's tenant.deleted events are not asked for.
 //
 // It pulls (EventService.ListEvents) rather than being pushed, so no broker is needed, through
 // pkg/eventcursor: a durable cursor in the connection database, one replica at a time, at least
@@ -21,11 +26,8 @@ import (
 	"github.com/bulkhead/bulkhead/services/connection/internal/identity"
 )
 
-// Event types this consumer acts on (identity's outbox).
-const (
-	EventMemberRemoved = "member.removed"
-	EventTenantDeleted = "tenant.deleted"
-)
+// EventMemberRemoved is the event type this consumer acts on (identity's outbox).
+const EventMemberRemoved = "member.removed"
 
 // Consumer is this consumer's row in event_cursors.
 const Consumer = "offboarding"
@@ -42,7 +44,6 @@ type Source interface {
 // Revoker revokes connections (*app.App).
 type Revoker interface {
 	OffboardUser(ctx context.Context, tenantID, userID string) (app.OffboardResult, error)
-	OffboardTenant(ctx context.Context, tenantID string) (app.OffboardResult, error)
 }
 
 // Pass is what one pass did, for logs and test signals.
@@ -73,7 +74,7 @@ func New(cfg Config) (*Worker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := handler{revoker: cfg.Revoker, log: log.With("component", Consumer)}
-	types := []string{EventMemberRemoved, EventTenantDeleted}
+	types := []string{EventMemberRemoved}
 	return eventcursor.New(eventcursor.Config[identity.Event]{
 		DB: cfg.DB, Name: Consumer, LockKey: lockKey,
 		List: func(ctx context.Context, after string, pageSize int) ([]identity.Event, string, error) {
@@ -106,8 +107,6 @@ func (h handler) handle(ctx context.Context, ev identity.Event) error {
 		return nil
 	case ev.Type == EventMemberRemoved:
 		res, err = h.revoker.OffboardUser(ctx, ev.TenantID, ev.UserID)
-	case ev.Type == EventTenantDeleted:
-		res, err = h.revoker.OffboardTenant(ctx, ev.TenantID)
 	default:
 		return nil
 	}

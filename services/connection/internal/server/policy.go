@@ -34,6 +34,15 @@ func Policy() authz.Policy {
 
 		// The outbox across tenants, for Bulkhead services only (identity's EventService rule).
 		connectionv1.EventService_ListEvents_FullMethodName: {Permission: authz.EventsRead, Kinds: []claims.Kind{claims.KindService}, NoTenant: true},
+
+		// Identity's tenant-deletion saga, acting as itself on no tenant of its own (the
+		// vault-broker's ProvisionTenant rule), and only identity: this service holds
+		// tenants.offboard too (to get a DELETING tenant's background token), and so might
+		// another service one day, but the saga is identity's alone. The tenant is the
+		// request's, and must be DELETING (the use case asks identity).
+		connectionv1.TenantOffboardingService_OffboardTenant_FullMethodName: {
+			Permission: authz.TenantsOffboard, Kinds: []claims.Kind{claims.KindService}, Services: []string{"identity"}, NoTenant: true,
+		},
 	}
 	// Reflection describes the API, whose protos are published anyway.
 	for _, m := range grpcserver.ReflectionMethods {

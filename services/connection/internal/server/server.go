@@ -20,8 +20,8 @@ import (
 	"github.com/bulkhead/bulkhead/services/connection/internal/app"
 )
 
-// Register registers the connection service's gRPC services on r: the connection and
-// integration use cases a, and the outbox read ev.
+// Register registers the connection service's gRPC services on r: the connection,
+// integration and tenant-offboarding use cases a, and the outbox read ev.
 func Register(r grpc.ServiceRegistrar, a *app.App, ev *app.Events) error {
 	if a == nil || ev == nil {
 		return errors.New("server: the use cases are required")
@@ -29,6 +29,7 @@ func Register(r grpc.ServiceRegistrar, a *app.App, ev *app.Events) error {
 	connectionv1.RegisterConnectionServiceServer(r, &connectionServer{app: a})
 	connectionv1.RegisterIntegrationServiceServer(r, &integrationServer{app: a})
 	connectionv1.RegisterEventServiceServer(r, &eventServer{events: ev})
+	connectionv1.RegisterTenantOffboardingServiceServer(r, &offboardingServer{app: a})
 	return nil
 }
 
