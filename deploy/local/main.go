@@ -197,11 +197,6 @@ func run() error {
 		return fmt.Errorf("connection: %w", err)
 	}
 	closers = append(closers, func() { _ = cn.Close() })
-	// The tenant lifecycle saga starts once its participants listen: new tenants are
-	// provisioned in Vault, deleted ones offboarded.
-	if err := id.StartLifecycle(identity.LifecycleTargets{VaultBrokerAddr: br.GRPCAddr, ConnectionAddr: cn.GRPCAddr}); err != nil {
-		return fmt.Errorf("identity: %w", err)
-	}
 
 	snDB, err := serviceDatabase(ctx, superURL, "sync")
 	if err != nil {
@@ -223,6 +218,12 @@ func run() error {
 		return fmt.Errorf("sync: %w", err)
 	}
 	closers = append(closers, func() { _ = sn.Close() })
+	// The tenant lifecycle saga starts once its participants listen: new tenants are
+	// provisioned in Vault, deleted ones offboarded.
+	err = id.StartLifecycle(identity.LifecycleTargets{VaultBrokerAddr: br.GRPCAddr, ConnectionAddr: cn.GRPCAddr, SyncAddr: sn.GRPCAddr})
+	if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
 
 	fmt.Printf(`
 Bulkhead is running.

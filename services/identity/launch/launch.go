@@ -161,6 +161,7 @@ type LifecycleOutcome = lifecycle.Outcome
 type LifecycleTargets struct {
 	VaultBrokerAddr string
 	ConnectionAddr  string
+	SyncAddr        string
 	// OffboardDeadline overrides Config.OffboardDeadline when positive.
 	OffboardDeadline time.Duration
 	// Interval and PendingRecheck override the worker's defaults (2s, 1m) when positive.
@@ -184,14 +185,14 @@ func (r *Running) StartLifecycle(t LifecycleTargets) error {
 	if r.sagaWorker.Load() != nil {
 		return errors.New("launch: the lifecycle saga is already running")
 	}
-	if t.VaultBrokerAddr == "" || t.ConnectionAddr == "" {
-		return errors.New("launch: the lifecycle saga needs the vault-broker's and the connection service's addresses")
+	if t.VaultBrokerAddr == "" || t.ConnectionAddr == "" || t.SyncAddr == "" {
+		return errors.New("launch: the lifecycle saga needs the vault-broker's, the connection service's and the sync service's addresses")
 	}
 	d := r.saga
 	self := grpcclient.TokenSourceFunc(func(ctx context.Context) (string, error) {
 		tok, _, err := d.issuer.Issue(ctx, token.Grant{
 			Kind: claims.KindService, Subject: ServiceName, Scopes: sagaScopes,
-			Audience: []string{app.AudienceVaultBroker, app.AudienceConnection},
+			Audience: []string{app.AudienceVaultBroker, app.AudienceConnection, app.AudienceSync},
 		})
 		return tok, err
 	})
@@ -205,26 +206,34 @@ func (r *Running) StartLifecycle(t LifecycleTargets) error {
 		_ = brokerConn.Close()
 		return fmt.Errorf("launch: connection service: %w", err)
 	}
+	syncConn, err := grpcclient.Dial(t.SyncAddr, opts)
+	if err != nil {
+		_, _ = brokerConn.Close(), connConn.Close()
+		return fmt.Errorf("launch: sync service: %w", err)
+	}
+	closeConns := func() { _, _, _ = brokerConn.Close(), connConn.Close(), syncConn.Close() }
 	deadline := d.deadline
 	if t.OffboardDeadline > 0 {
 		deadline = t.OffboardDeadline
 	}
 	w, err := lifecycle.New(lifecycle.Config{
 		Store: d.store, Vault: lifecycle.NewVaultClient(brokerConn), Connections: lifecycle.NewConnectionsClient(connConn),
+		Sync:             lifecycle.NewSyncClient(syncConn),
 		OffboardDeadline: deadline, Interval: t.Interval, PendingRecheck: t.PendingRecheck,
 		StatusChanged: d.forget, Logger: d.logger, OnStep: t.OnStep,
 	})
 	if err != nil {
-		_, _ = brokerConn.Close(), connConn.Close()
+		closeConns()
 		return fmt.Errorf("launch: %w", err)
 	}
-	r.closers = append(r.closers, func() { _, _ = brokerConn.Close(), connConn.Close() })
+	r.closers = append(r.closers, closeConns)
 	r.sagaRunning.Go(func() {
 		w.Run(r.runCtx)
 		w.Close()
 	})
 	r.sagaWorker.Store(w)
-	d.logger.Info("tenant lifecycle saga started", "vaultbroker_addr", t.VaultBrokerAddr, "connection_addr", t.ConnectionAddr, "offboard_deadline", deadline.String())
+	d.logger.Info("tenant lifecycle saga started", "vaultbroker_addr", t.VaultBrokerAddr, "connection_addr", t.ConnectionAddr,
+		"sync_addr", t.SyncAddr, "offboard_deadline", deadline.String())
 	return nil
 }
 
@@ -417,12 +426,12 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 		close(r.done)
 	}()
 	if cfg.VaultBrokerAddr != "" {
-		if err := r.StartLifecycle(LifecycleTargets{VaultBrokerAddr: cfg.VaultBrokerAddr, ConnectionAddr: cfg.ConnectionAddr}); err != nil {
+		if err := r.StartLifecycle(LifecycleTargets{VaultBrokerAddr: cfg.VaultBrokerAddr, ConnectionAddr: cfg.ConnectionAddr, SyncAddr: cfg.SyncAddr}); err != nil {
 			cancel()
 			return nil, err
 		}
 	} else {
-		logger.WarnContext(ctx, "tenant lifecycle saga not started: "+config.EnvVaultBrokerAddr+" and "+config.EnvConnectionAddr+
+		logger.WarnContext(ctx, "tenant lifecycle saga not started: "+config.EnvVaultBrokerAddr+", "+config.EnvConnectionAddr+" and "+config.EnvSyncAddr+
 			" are unset, so new tenants are not provisioned in Vault and deleted tenants are not offboarded (GetTenant shows the pending step)")
 	}
 	logger.InfoContext(ctx, "identity started", "grpc_addr", r.GRPCAddr, "http_addr", r.HTTPAddr, "config", cfg)

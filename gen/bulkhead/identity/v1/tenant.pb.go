@@ -95,6 +95,7 @@ type TenantLifecycle struct {
 	//	                         CreateTenant; until then its credentials cannot be stored);
 	//	"connections.offboard" — the connection service revokes every connection at its
 	//	                         provider (after DeleteTenant);
+	//	"sync.purge"           — the sync service deletes the tenant's synced data;
 	//	"vault.deprovision"    — the vault-broker deletes the tenant's Vault layout.
 	PendingStep string `protobuf:"bytes,1,opt,name=pending_step,json=pendingStep,proto3" json:"pending_step,omitempty"`
 	// Failed attempts at the pending step.

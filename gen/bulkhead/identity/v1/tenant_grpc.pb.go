@@ -60,9 +60,10 @@ type TenantServiceClient interface {
 	// token of its users and service accounts, and every API key, is refused everywhere, as for
 	// a suspension. Identity then drives the deletion saga in the background (see
 	// TenantLifecycle): the connection service revokes every connection at its provider, the
-	// vault-broker deletes the tenant's Vault layout (crypto-shredding whatever its key
-	// encrypted), and the tenant becomes DELETED with a tenant.deleted event. A tenant.deleting
-	// event is written in the same transaction as the change.
+	// sync service deletes the tenant's synced data, the vault-broker deletes the tenant's Vault
+	// layout (crypto-shredding whatever its key encrypted), and the tenant becomes DELETED with
+	// a tenant.deleted event. A tenant.deleting event is written in the same transaction as the
+	// change.
 	// Permission: tenant.delete (owners) or platform.tenants.manage. Idempotent: deleting a
 	// DELETING or DELETED tenant returns it unchanged.
 	DeleteTenant(ctx context.Context, in *DeleteTenantRequest, opts ...grpc.CallOption) (*DeleteTenantResponse, error)
@@ -181,9 +182,10 @@ type TenantServiceServer interface {
 	// token of its users and service accounts, and every API key, is refused everywhere, as for
 	// a suspension. Identity then drives the deletion saga in the background (see
 	// TenantLifecycle): the connection service revokes every connection at its provider, the
-	// vault-broker deletes the tenant's Vault layout (crypto-shredding whatever its key
-	// encrypted), and the tenant becomes DELETED with a tenant.deleted event. A tenant.deleting
-	// event is written in the same transaction as the change.
+	// sync service deletes the tenant's synced data, the vault-broker deletes the tenant's Vault
+	// layout (crypto-shredding whatever its key encrypted), and the tenant becomes DELETED with
+	// a tenant.deleted event. A tenant.deleting event is written in the same transaction as the
+	// change.
 	// Permission: tenant.delete (owners) or platform.tenants.manage. Idempotent: deleting a
 	// DELETING or DELETED tenant returns it unchanged.
 	DeleteTenant(context.Context, *DeleteTenantRequest) (*DeleteTenantResponse, error)

@@ -38,6 +38,7 @@ const (
 	EnvDev                 = "BULKHEAD_DEV"
 	EnvVaultBrokerAddr     = "BULKHEAD_VAULTBROKER_ADDR"
 	EnvConnectionAddr      = "BULKHEAD_CONNECTION_ADDR"
+	EnvSyncAddr            = "BULKHEAD_SYNC_ADDR"
 	EnvOffboardDeadline    = "BULKHEAD_OFFBOARD_DEADLINE"
 )
 
@@ -113,11 +114,12 @@ type Config struct {
 	// (signing keys then do not survive a restart), and with no platform credentials an
 	// operator credential is generated and printed once at start-up.
 	Dev bool
-	// VaultBrokerAddr and ConnectionAddr are the gRPC addresses of the tenant lifecycle saga's
-	// participants. Both or neither: without them the saga does not run (a warning says so at
-	// start-up, and every tenant shows its pending step in GetTenant).
+	// VaultBrokerAddr, ConnectionAddr and SyncAddr are the gRPC addresses of the tenant
+	// lifecycle saga's participants. All or none: without them the saga does not run (a
+	// warning says so at start-up, and every tenant shows its pending step in GetTenant).
 	VaultBrokerAddr string
 	ConnectionAddr  string
+	SyncAddr        string
 	// OffboardDeadline is how long DeleteTenant waits for providers to confirm revocations
 	// before giving them up.
 	OffboardDeadline time.Duration
@@ -173,6 +175,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	duration(EnvTenantStatusTTL, &c.TenantStatusTTL)
 	str(EnvVaultBrokerAddr, &c.VaultBrokerAddr)
 	str(EnvConnectionAddr, &c.ConnectionAddr)
+	str(EnvSyncAddr, &c.SyncAddr)
 	duration(EnvOffboardDeadline, &c.OffboardDeadline)
 	if v := strings.TrimSpace(getenv(EnvPlatformCredentials)); v != "" {
 		dec := json.NewDecoder(strings.NewReader(v))
@@ -248,10 +251,10 @@ func (c Config) Validate() error {
 	if c.TenantStatusTTL <= 0 || c.TenantStatusTTL > time.Minute {
 		bad("%s: %s must be positive and at most 1m (it bounds how late the kill switch applies)", EnvTenantStatusTTL, c.TenantStatusTTL)
 	}
-	if (c.VaultBrokerAddr == "") != (c.ConnectionAddr == "") {
-		bad("%s and %s go together: set both for the tenant lifecycle saga, or neither", EnvVaultBrokerAddr, EnvConnectionAddr)
+	if set := btoi(c.VaultBrokerAddr != "") + btoi(c.ConnectionAddr != "") + btoi(c.SyncAddr != ""); set != 0 && set != 3 {
+		bad("%s, %s and %s go together: set all three for the tenant lifecycle saga, or none", EnvVaultBrokerAddr, EnvConnectionAddr, EnvSyncAddr)
 	}
-	for name, addr := range map[string]string{EnvVaultBrokerAddr: c.VaultBrokerAddr, EnvConnectionAddr: c.ConnectionAddr} {
+	for name, addr := range map[string]string{EnvVaultBrokerAddr: c.VaultBrokerAddr, EnvConnectionAddr: c.ConnectionAddr, EnvSyncAddr: c.SyncAddr} {
 		if _, _, err := net.SplitHostPort(addr); addr != "" && err != nil {
 			bad("%s: %q is not host:port", name, addr)
 		}
@@ -334,4 +337,11 @@ func (c Config) LogValue() slog.Value {
 		slog.String("log_level", c.LogLevel.String()),
 		slog.Bool("dev", c.Dev),
 	)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

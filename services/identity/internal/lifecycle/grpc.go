@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	connectionv1 "github.com/bulkhead/bulkhead/gen/bulkhead/connection/v1"
+	syncv1 "github.com/bulkhead/bulkhead/gen/bulkhead/sync/v1"
 	brokerv1 "github.com/bulkhead/bulkhead/gen/bulkhead/vaultbroker/v1"
 )
 
@@ -17,6 +18,7 @@ var NoTenantMethods = []string{
 	brokerv1.BrokerService_ProvisionTenant_FullMethodName,
 	brokerv1.BrokerService_DeprovisionTenant_FullMethodName,
 	connectionv1.TenantOffboardingService_OffboardTenant_FullMethodName,
+	syncv1.TenantDataService_PurgeTenant_FullMethodName,
 }
 
 // VaultClient is Vault over the vault-broker's gRPC API.
@@ -63,4 +65,23 @@ func (c *ConnectionsClient) OffboardTenant(ctx context.Context, tenantID string,
 		return 0, fmt.Errorf("connection OffboardTenant: %w", err)
 	}
 	return int(min(max(resp.GetPending(), 0), math.MaxInt32)), nil
+}
+
+// SyncClient is Sync over the sync service's gRPC API.
+type SyncClient struct {
+	c syncv1.TenantDataServiceClient
+}
+
+// NewSyncClient returns a SyncClient on conn (see NewVaultClient).
+func NewSyncClient(conn grpc.ClientConnInterface) *SyncClient {
+	return &SyncClient{c: syncv1.NewTenantDataServiceClient(conn)}
+}
+
+// PurgeTenant implements Sync.
+func (s *SyncClient) PurgeTenant(ctx context.Context, tenantID string) (bool, error) {
+	resp, err := s.c.PurgeTenant(ctx, &syncv1.PurgeTenantRequest{TenantId: tenantID})
+	if err != nil {
+		return false, fmt.Errorf("sync PurgeTenant: %w", err)
+	}
+	return resp.GetDone(), nil
 }

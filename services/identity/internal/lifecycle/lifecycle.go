@@ -5,6 +5,7 @@
 //	DeleteTenant → connections.offboard  the connection service revokes every connection at
 //	                                     its provider (retried until none is pending, or
 //	                                     given up once the offboarding deadline passed)
+//	             → sync.purge            the sync service deletes the tenant's synced data
 //	             → vault.deprovision     the vault-broker deletes the layout (crypto-shredding)
 //	             → status deleted, tenant.deleted event
 //
@@ -49,6 +50,13 @@ type Connections interface {
 	OffboardTenant(ctx context.Context, tenantID string, abandonPending bool) (pending int, err error)
 }
 
+// Sync is the sync service's part of the saga.
+type Sync interface {
+	// PurgeTenant deletes a batch of what sync holds for a DELETING tenant and reports whether
+	// anything is left.
+	PurgeTenant(ctx context.Context, tenantID string) (done bool, err error)
+}
+
 // Store is where the saga's state lives (identity's store).
 type Store interface {
 	DueLifecycle(ctx context.Context, now time.Time, limit int) ([]store.Tenant, error)
@@ -61,7 +69,8 @@ type Outcome struct {
 	Step     store.LifecycleStep
 	// Err is the participant's failure; nil when the step completed or is waiting.
 	Err error
-	// Pending is connections.offboard's count of unconfirmed revocations.
+	// Pending is connections.offboard's count of unconfirmed revocations, or 1 while
+	// sync.purge has more batches to delete.
 	Pending int
 	// Done is true when the step completed.
 	Done bool
@@ -72,6 +81,7 @@ type Config struct {
 	Store       Store
 	Vault       Vault
 	Connections Connections
+	Sync        Sync
 	// OffboardDeadline: once this long has passed since DeleteTenant, revocations still
 	// pending are given up (default 72h).
 	OffboardDeadline time.Duration
@@ -116,8 +126,8 @@ const scanLimit = 64
 
 // New checks cfg and returns a Worker.
 func New(cfg Config) (*Worker, error) {
-	if cfg.Store == nil || cfg.Vault == nil || cfg.Connections == nil {
-		return nil, errors.New("lifecycle: Store, Vault and Connections are required")
+	if cfg.Store == nil || cfg.Vault == nil || cfg.Connections == nil || cfg.Sync == nil {
+		return nil, errors.New("lifecycle: Store, Vault, Connections and Sync are required")
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -250,6 +260,12 @@ func (w *Worker) attempt(ctx context.Context, tenantID string, step store.Lifecy
 		abandon := !claimed.Lifecycle.DeleteRequestedAt.IsZero() &&
 			w.cfg.Now().After(claimed.Lifecycle.DeleteRequestedAt.Add(w.cfg.OffboardDeadline))
 		out.Pending, out.Err = w.cfg.Connections.OffboardTenant(sctx, tenantID, abandon)
+	case store.StepSyncPurge:
+		var done bool
+		done, out.Err = w.cfg.Sync.PurgeTenant(sctx, tenantID)
+		if out.Err == nil && !done {
+			out.Pending = 1
+		}
 	case store.StepVaultDeprovision:
 		out.Err = w.cfg.Vault.DeprovisionTenant(sctx, tenantID)
 	default:
@@ -302,6 +318,9 @@ func (w *Worker) record(ctx context.Context, tenantID string, out Outcome) error
 			l.LastError = describe(out.Err)
 			l.NextAt = now.Add(w.backoff(l.Attempts))
 			return nil, nil
+		case out.Pending > 0 && out.Step == store.StepSyncPurge:
+			l.NextAt = now // the next batch, at once
+			return nil, nil
 		case out.Pending > 0:
 			l.Attempts++
 			l.LastError = fmt.Sprintf("%d revocation(s) not yet confirmed by the provider", out.Pending)
@@ -312,6 +331,8 @@ func (w *Worker) record(ctx context.Context, tenantID string, out Outcome) error
 		l.Attempts, l.LastError = 0, ""
 		switch out.Step {
 		case store.StepConnectionsOffboard:
+			l.Step, l.NextAt = store.StepSyncPurge, now
+		case store.StepSyncPurge:
 			l.Step, l.NextAt = store.StepVaultDeprovision, now
 		case store.StepVaultDeprovision:
 			l.Step, l.NextAt = store.StepNone, time.Time{}

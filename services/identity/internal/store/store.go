@@ -54,6 +54,7 @@ const (
 	StepNone                LifecycleStep = ""
 	StepVaultProvision      LifecycleStep = "vault.provision"
 	StepConnectionsOffboard LifecycleStep = "connections.offboard"
+	StepSyncPurge           LifecycleStep = "sync.purge"
 	StepVaultDeprovision    LifecycleStep = "vault.deprovision"
 )
 
