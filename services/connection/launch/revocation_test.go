@@ -178,3 +178,30 @@ func TestRevocationGiveUpConfigurable(t *testing.T) {
 	}
 	credentialGone(t, env, tenant.ID, owner, id)
 }
+
+// TestRevocationCredentialGone: a connection whose broker credential is gone cannot be revoked
+// at the provider (there is no token to send): its revocation ends failed at once, without a
+// provider call, and the connection can be deleted.
+func TestRevocationCredentialGone(t *testing.T) {
+	f := newOAuthFixture(t, providertest.Options{}, 1)
+	conns := f.env.Connections(t, 0)
+	_, err := f.env.Broker.Client(t, "connection").DeleteCredential(grpcclient.ActAs(testCtx(t), f.tenant.ID, f.owner),
+		&brokerv1.DeleteCredentialRequest{TenantId: f.tenant.ID, ConnectionId: f.connID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := conns.RevokeConnection(as(t, f.owner), &connectionv1.RevokeConnectionRequest{TenantId: f.tenant.ID, ConnectionId: f.connID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := resp.GetConnection(); c.GetRevocationState() != connectionv1.RevocationState_REVOCATION_STATE_FAILED ||
+		!strings.Contains(c.GetRevocationFailureReason(), "credential missing") {
+		t.Fatalf("revoked connection %v, want failed: credential missing", c)
+	}
+	if n := len(f.env.Provider.Revocations()); n != 0 {
+		t.Fatalf("%d revocation requests without a credential", n)
+	}
+	if _, err := conns.DeleteConnection(as(t, f.owner), &connectionv1.DeleteConnectionRequest{TenantId: f.tenant.ID, ConnectionId: f.connID}); err != nil {
+		t.Fatalf("deleting it: %v", err)
+	}
+}
