@@ -153,7 +153,7 @@ func run() error {
 	// Dev mode generates the key-encryption key. The data directory is kept between runs; with
 	// a fresh dev key identity rotates to a new signing key instead of failing to open the old.
 	cfg.Dev = true
-	id, err := identity.Start(ctx, cfg, identity.Options{Logger: logger.With("service", "identity"), DevOutput: os.Stdout})
+	id, err := identity.Start(ctx, cfg, identity.Options{Logger: logger.With("service", "identity"), DevOutput: os.Stdout, DeferLifecycle: true})
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
 	}

@@ -118,6 +118,10 @@ type Options struct {
 	// Now is the clock of the use cases (API key expiry, idempotency records); nil means
 	// time.Now. Tokens are always signed and verified with the real time.
 	Now func() time.Time
+	// DeferLifecycle says the caller starts the tenant lifecycle saga itself with
+	// StartLifecycle once its participants listen (the `make run` launcher), so Start does not
+	// warn that the saga is not configured.
+	DeferLifecycle bool
 }
 
 // Running is a started identity service.
@@ -430,7 +434,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 			cancel()
 			return nil, err
 		}
-	} else {
+	} else if !opts.DeferLifecycle {
 		logger.WarnContext(ctx, "tenant lifecycle saga not started: "+config.EnvVaultBrokerAddr+", "+config.EnvConnectionAddr+" and "+config.EnvSyncAddr+
 			" are unset, so new tenants are not provisioned in Vault and deleted tenants are not offboarded (GetTenant shows the pending step)")
 	}

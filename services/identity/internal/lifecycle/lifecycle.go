@@ -359,6 +359,9 @@ func (w *Worker) record(ctx context.Context, tenantID string, out Outcome) error
 	if statusChanged {
 		w.cfg.StatusChanged(tenantID)
 	}
+	if out.Done || (out.Pending > 0 && out.Step == store.StepSyncPurge) {
+		w.Kick() // the next step (or batch) is due now: no need to wait for the next scan
+	}
 	return nil
 }
 
