@@ -33,6 +33,7 @@ import (
 	"github.com/bulkhead/bulkhead/services/sync/internal/engine"
 	"github.com/bulkhead/bulkhead/services/sync/internal/fetch"
 	"github.com/bulkhead/bulkhead/services/sync/internal/identity"
+	"github.com/bulkhead/bulkhead/services/sync/internal/purge"
 	"github.com/bulkhead/bulkhead/services/sync/internal/seal"
 	"github.com/bulkhead/bulkhead/services/sync/internal/server"
 	"github.com/bulkhead/bulkhead/services/sync/internal/webhook"
@@ -137,6 +138,8 @@ type Options struct {
 	// ConnectionEvents, if set, may adjust the connection events consumer (tests: interval,
 	// pass hook). The consumer runs when Config.ConnectionAddr is set.
 	ConnectionEvents func(*connevents.Config)
+	// PurgeBatch bounds the rows PurgeTenant deletes per table per call [purge.DefaultBatch].
+	PurgeBatch int
 }
 
 // Running is a started service.
@@ -288,6 +291,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	}
 	policy := server.Policy()
 	maps.Copy(policy, server.WebhookPolicy())
+	maps.Copy(policy, server.OffboardingPolicy())
 	gs, err := grpcserver.New(grpcserver.Config{Logger: logger, Verifier: verifier, Policy: policy, RateLimiter: limiter})
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
@@ -295,6 +299,11 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 	hub := server.NewHub(pool, logger)
 	syncv1.RegisterSyncServiceServer(gs, server.NewSyncs(eng, hub, cipher, cfg.WatchKeepAlive))
 	syncv1.RegisterWebhookServiceServer(gs, server.NewWebhooks(hooks, eng))
+	purger, err := purge.New(purge.Config{DB: eng.DB(), Jobs: eng.River(), Batch: opts.PurgeBatch, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	syncv1.RegisterTenantDataServiceServer(gs, server.NewTenantData(purger, idc, logger))
 
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", cfg.GRPCAddr)
