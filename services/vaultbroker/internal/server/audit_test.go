@@ -2,12 +2,14 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
@@ -64,9 +66,9 @@ func TestAuditTrail(t *testing.T) {
 	wantA := []row{
 		{"ProvisionTenant", "OK", "", "svc:provisioner", "svc:provisioner", ""},
 		{"PutCredential", "OK", "", owner, "svc:connection", conn},
-		{"GetCredential", "OK", "", owner, "svc:sync", conn},
+		{"GetCredential", audit.OutcomeAccess, "", owner, "svc:sync", conn},
 		{"Encrypt", "OK", "", owner, "svc:connection", ""},
-		{"Decrypt", "OK", "", owner, "svc:sync", ""},
+		{"Decrypt", audit.OutcomeAccess, "", owner, "svc:sync", ""},
 		{"GetCredential", "PERMISSION_DENIED", "permission_denied", owner, "", ""},
 		{"PutCredential", "PERMISSION_DENIED", "permission_denied", owner, "svc:sync", ""},
 	}
@@ -264,4 +266,154 @@ func TestSuspendedTenant(t *testing.T) {
 	}
 	other := newID()
 	f.put(t, f.asB(t), f.bt.ID, other, map[string]string{"access_token": "b"}, 0)
+}
+
+// TestAuditAccessRows checks the rows of secret-releasing reads, whose audit write runs
+// concurrently with the Vault read: a successful read leaves exactly one access row; a read
+// Vault fails leaves the access row and a second row with the failure, under the same request
+// id; a read refused before Vault is asked (a tenant mismatch) leaves only its refusal.
+func TestAuditAccessRows(t *testing.T) {
+	f := newFixture(t)
+	conn := newID()
+	f.put(t, f.asA(t), f.a.ID, conn, map[string]string{"access_token": "at"}, 0)
+	missing := newID()
+	tests := []struct {
+		name     string
+		ctx      context.Context
+		tenant   string // whose log holds the rows
+		req      *brokerv1.GetCredentialRequest
+		code     codes.Code
+		outcomes []string // of the request's rows, oldest first
+	}{
+		{"success", f.asA(t), f.a.ID, &brokerv1.GetCredentialRequest{TenantId: f.a.ID, ConnectionId: conn}, codes.OK, []string{audit.OutcomeAccess}},
+		{"vault says not found", f.asA(t), f.a.ID, &brokerv1.GetCredentialRequest{TenantId: f.a.ID, ConnectionId: missing}, codes.NotFound, []string{audit.OutcomeAccess, "NOT_FOUND"}},
+		{"version vault lacks", f.asA(t), f.a.ID, &brokerv1.GetCredentialRequest{TenantId: f.a.ID, ConnectionId: conn, Version: 7}, codes.NotFound, []string{audit.OutcomeAccess, "NOT_FOUND"}},
+		{"tenant mismatch", f.asB(t), f.bt.ID, &brokerv1.GetCredentialRequest{TenantId: f.a.ID, ConnectionId: conn}, codes.NotFound, []string{"NOT_FOUND"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rid := "req-access-" + newID()[:8]
+			resp, err := f.conn.GetCredential(metadata.AppendToOutgoingContext(tc.ctx, "x-request-id", rid), tc.req)
+			wantCode(t, err, tc.code)
+			if (tc.code == codes.OK) != (resp.GetData()["access_token"] == "at") {
+				t.Fatalf("response %v with code %v", resp, tc.code)
+			}
+			var got []string
+			evs := auditRows(t, f.b, tc.tenant)
+			for i := len(evs) - 1; i >= 0; i-- { // oldest first
+				if e := evs[i]; e.RequestID == rid {
+					got = append(got, e.Outcome)
+					if e.Operation != "GetCredential" || e.ConnectionID != tc.req.GetConnectionId() || e.CallerService != "svc:connection" || e.Version != tc.req.GetVersion() {
+						t.Errorf("row %+v", e)
+					}
+				}
+			}
+			if !slices.Equal(got, tc.outcomes) {
+				t.Fatalf("rows of the request: %v, want %v", got, tc.outcomes)
+			}
+		})
+	}
+}
+
+// TestAuditWriteInterrupted holds the audit table locked (as the superuser) so that a read's
+// access row waits in PostgreSQL while Vault answers, then ends that write: cancelled or its
+// connection killed, the read fails UNAVAILABLE and returns no value even though Vault
+// answered; once the lock is released instead, the value is returned with its row committed.
+func TestAuditWriteInterrupted(t *testing.T) {
+	f := newFixture(t)
+	conn := newID()
+	f.put(t, f.asA(t), f.a.ID, conn, map[string]string{"access_token": "at"}, 0)
+	super := f.b.DB.SuperPool(t)
+	bg := context.Background()
+
+	// blocked starts a read while the table is locked and returns once its audit INSERT waits
+	// on the lock, with the waiting backend's pid, the lock's transaction and the read's result.
+	type result struct {
+		resp *brokerv1.GetCredentialResponse
+		err  error
+	}
+	blocked := func(t *testing.T, rid string) (int32, pgx.Tx, <-chan result) {
+		t.Helper()
+		tx, err := super.Begin(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tx.Rollback(bg) })
+		if _, err := tx.Exec(bg, "LOCK TABLE audit_events IN EXCLUSIVE MODE"); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan result, 1)
+		ctx := metadata.AppendToOutgoingContext(f.asA(t), "x-request-id", rid)
+		go func() {
+			resp, err := f.conn.GetCredential(ctx, &brokerv1.GetCredentialRequest{TenantId: f.a.ID, ConnectionId: conn})
+			done <- result{resp, err}
+		}()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var pid int32
+			err := super.QueryRow(bg, `SELECT pid FROM pg_stat_activity
+				WHERE datname = current_database() AND usename = $1 AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO audit_events%'`,
+				f.b.DB.Roles.App).Scan(&pid)
+			if err == nil {
+				return pid, tx, done
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				t.Fatal(err)
+			}
+			select {
+			case r := <-done:
+				t.Fatalf("the read ended before its audit row was written: %v, %v", r.resp, r.err)
+			case <-tick.C:
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the audit INSERT never waited on the lock")
+			}
+		}
+	}
+
+	for _, end := range []string{"pg_cancel_backend", "pg_terminate_backend"} {
+		t.Run(end, func(t *testing.T) {
+			rid := "req-int-" + newID()[:8]
+			pid, tx, done := blocked(t, rid)
+			var ok bool
+			if err := super.QueryRow(bg, "SELECT "+end+"($1)", pid).Scan(&ok); err != nil || !ok {
+				t.Fatalf("%s: %v %v", end, ok, err)
+			}
+			r := <-done
+			wantCode(t, r.err, codes.Unavailable)
+			if r.resp != nil {
+				t.Fatalf("a read whose audit row failed returned %v", r.resp)
+			}
+			if err := tx.Rollback(bg); err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range auditRows(t, f.b, f.a.ID) {
+				if e.RequestID == rid {
+					t.Fatalf("the interrupted write left a row: %+v", e)
+				}
+			}
+		})
+	}
+	t.Run("released", func(t *testing.T) {
+		rid := "req-rel-" + newID()[:8]
+		_, tx, done := blocked(t, rid)
+		if err := tx.Commit(bg); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.err != nil || r.resp.GetData()["access_token"] != "at" {
+			t.Fatalf("read after the lock was released: %v, %v", r.resp, r.err)
+		}
+		n := 0
+		for _, e := range auditRows(t, f.b, f.a.ID) {
+			if e.RequestID == rid && e.Outcome == audit.OutcomeAccess {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%d access rows for the read, want 1", n)
+		}
+	})
 }
