@@ -41,36 +41,53 @@ const feedLockNamespace = 0x73796e63
 // commits late. Distinct tenants may share a lock (32-bit hash): that only serializes them.
 const lockFeedSQL = `SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))`
 
-// upsertSQL writes a page in one statement and returns the counts of added and updated
-// records. Payloads travel as text[] and are cast once in SQL (measured a little faster than a
-// jsonb[] parameter). A record whose content hash is unchanged (and that
-// is not deleted) is not rewritten and keeps its sequence value, so it emits nothing; in a full
-// run it is still touched to record that this run saw it (last_seen_run), which delete
-// detection needs. nextval is drawn for every input row; unused values are gaps, which the feed
-// does not mind. `changed_at = now()` in RETURNING is true exactly for rows this transaction
-// changed: now() is the transaction's start, and unchanged rows keep an earlier changed_at.
-const upsertSQL = `WITH up AS (INSERT INTO records AS r (tenant_id, connection_id, model, external_id, content_hash, payload,
-	    provider_updated_at, action, seq, changed_at, last_seen_run)
-	SELECT $1, $2, $3, t.external_id, t.content_hash, t.payload::jsonb, t.updated_at, 'added', nextval('record_seq'), now(), $4
-	FROM unnest($5::text[], $6::bytea[], $7::text[], $8::timestamptz[]) AS t(external_id, content_hash, payload, updated_at)
-	ON CONFLICT (tenant_id, connection_id, model, external_id) DO UPDATE SET
-	    content_hash = excluded.content_hash,
-	    payload = excluded.payload,
-	    provider_updated_at = excluded.provider_updated_at,
-	    last_seen_run = excluded.last_seen_run,
-	    action = CASE WHEN r.deleted_at IS NOT NULL THEN 'added'
-	                  WHEN r.content_hash <> excluded.content_hash THEN 'updated'
-	                  ELSE r.action END,
-	    seq = CASE WHEN r.deleted_at IS NOT NULL OR r.content_hash <> excluded.content_hash THEN excluded.seq ELSE r.seq END,
-	    changed_at = CASE WHEN r.deleted_at IS NOT NULL OR r.content_hash <> excluded.content_hash THEN now() ELSE r.changed_at END,
-	    deleted_at = NULL
-	WHERE r.deleted_at IS NOT NULL OR r.content_hash <> excluded.content_hash
-	   OR ($9 AND r.last_seen_run <> excluded.last_seen_run)
-	RETURNING xmax = 0 AS inserted, changed_at = now() AS changed, action, seq)
-	SELECT count(*) FILTER (WHERE inserted OR (changed AND action = 'added')),
-	       count(*) FILTER (WHERE NOT inserted AND changed AND action = 'updated'),
-	       coalesce(max(seq) FILTER (WHERE inserted OR changed), 0)
-	FROM up`
+// applyPageSQL writes a page and advances the run in one statement, returning the counts of
+// added and updated records and the page's last feed position. It runs after lockRunSQL (the
+// sync row's lock) and lockFeedSQL in the same pipelined batch, so it checks the run itself:
+// when the run is not the sync's current one or the sync is not active, s is empty and the
+// statement writes nothing (ApplyPage then reports why from the lock's row).
+//
+// Records go in with one INSERT … SELECT FROM unnest(…) ON CONFLICT (COPY is refused under RLS
+// for a non-owner role). Payloads travel as text[] and are cast once in SQL (measured a little
+// faster than a jsonb[] parameter). A record whose content hash is unchanged (and that is not
+// deleted) is not rewritten and keeps its sequence value, so it emits nothing; in a full run it
+// is still touched to record that this run saw it (last_seen_run), which delete detection
+// needs. nextval is drawn for every input row; unused values are gaps, which the feed does not
+// mind. `changed_at = now()` in RETURNING is true exactly for rows this transaction changed:
+// now() is the transaction's start, and unchanged rows keep an earlier changed_at. The run's
+// position and counters are updated by the data-modifying CTE adv, from the same counts.
+const applyPageSQL = `WITH s AS MATERIALIZED (SELECT connection_id, model, run_full FROM syncs
+	    WHERE tenant_id = $1 AND id = $2 AND run_number = $3 AND run_status = 'running' AND state = 'active'),
+	up AS (INSERT INTO records AS r (tenant_id, connection_id, model, external_id, content_hash, payload,
+	        provider_updated_at, action, seq, changed_at, last_seen_run)
+	    SELECT $1, s.connection_id, s.model, t.external_id, t.content_hash, t.payload::jsonb, t.updated_at,
+	        'added', nextval('record_seq'), now(), $3
+	    FROM s, unnest($4::text[], $5::bytea[], $6::text[], $7::timestamptz[]) AS t(external_id, content_hash, payload, updated_at)
+	    ON CONFLICT (tenant_id, connection_id, model, external_id) DO UPDATE SET
+	        content_hash = excluded.content_hash,
+	        payload = excluded.payload,
+	        provider_updated_at = excluded.provider_updated_at,
+	        last_seen_run = excluded.last_seen_run,
+	        action = CASE WHEN r.deleted_at IS NOT NULL THEN 'added'
+	                      WHEN r.content_hash <> excluded.content_hash THEN 'updated'
+	                      ELSE r.action END,
+	        seq = CASE WHEN r.deleted_at IS NOT NULL OR r.content_hash <> excluded.content_hash THEN excluded.seq ELSE r.seq END,
+	        changed_at = CASE WHEN r.deleted_at IS NOT NULL OR r.content_hash <> excluded.content_hash THEN now() ELSE r.changed_at END,
+	        deleted_at = NULL
+	    WHERE r.deleted_at IS NOT NULL OR r.content_hash <> excluded.content_hash
+	       OR ((SELECT run_full FROM s) AND r.last_seen_run <> excluded.last_seen_run)
+	    RETURNING xmax = 0 AS inserted, changed_at = now() AS changed, action, seq),
+	n AS (SELECT count(*) FILTER (WHERE inserted OR (changed AND action = 'added')) AS added,
+	        count(*) FILTER (WHERE NOT inserted AND changed AND action = 'updated') AS updated,
+	        coalesce(max(seq) FILTER (WHERE inserted OR changed), 0) AS last_seq
+	    FROM up),
+	adv AS (UPDATE syncs SET run_page_cursor = $8,
+	        run_high_water = CASE WHEN $9::timestamptz IS NULL THEN run_high_water
+	                              ELSE greatest(run_high_water, $9::timestamptz) END,
+	        run_added = run_added + n.added, run_updated = run_updated + n.updated, run_pages = run_pages + 1,
+	        updated_at = now()
+	    FROM n WHERE tenant_id = $1 AND id = $2 AND EXISTS (SELECT FROM s))
+	SELECT added, updated, last_seq FROM n`
 
 // ApplyPage commits one page of run: the records (upserted with change detection), the run's
 // new page position next ("" after the last page, which FinishRun then ends) and its counters
@@ -78,42 +95,69 @@ const upsertSQL = `WITH up AS (INSERT INTO records AS r (tenant_id, connection_i
 // dies before it fetches the page again. Duplicate external ids within the page keep the last
 // occurrence. It locks the sync row first and fails with ErrRunSuperseded or ErrPaused without
 // writing anything when the run is no longer current or the sync was paused.
+//
+// The sync row's lock, the feed lock and the write go to the server as one pipelined batch
+// (one round trip instead of four): the write checks the run under the lock the batch's first
+// statement took, so nothing depends on reading that row first.
 func ApplyPage(ctx context.Context, tx Tx, tenantID, syncID string, run int64, recs []PageRecord, next string) (PageResult, error) {
-	_, full, connectionID, model, err := lockRun(ctx, tx, tenantID, syncID, run)
-	if err != nil {
-		return PageResult{}, err
-	}
-	res, highWater, err := upsert(ctx, tx, tenantID, connectionID, model, run, full, recs)
-	if err != nil {
-		return PageResult{}, err
-	}
+	p := preparePage(recs)
 	var nextArg any
 	if next != "" {
 		nextArg = next
 	}
-	_, err = tx.Exec(ctx, `UPDATE syncs SET run_page_cursor = $3,
-		    run_high_water = CASE WHEN $4::timestamptz IS NULL THEN run_high_water
-		                          ELSE greatest(run_high_water, $4::timestamptz) END,
-		    run_added = run_added + $5, run_updated = run_updated + $6, run_pages = run_pages + 1,
-		    updated_at = now()
-		WHERE tenant_id = $1 AND id = $2`, tenantID, syncID, nextArg, highWater, res.Added, res.Updated)
+	b := &pgx.Batch{}
+	b.Queue(lockRunSQL, tenantID, syncID)
+	if len(p.ids) > 0 {
+		b.Queue(lockFeedSQL, int32(feedLockNamespace), tenantID)
+	}
+	b.Queue(applyPageSQL, tenantID, syncID, run, p.ids, p.hashes, p.payloads, p.updated, nextArg, p.highWater)
+	br := tx.SendBatch(ctx, b)
+	res, err := readApplyPage(br, run, len(p.ids) > 0)
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("store: apply page: %w", cerr)
+	}
 	if err != nil {
-		return PageResult{}, fmt.Errorf("store: advance run: %w", err)
+		return PageResult{}, err
 	}
 	return res, nil
 }
 
-func upsert(ctx context.Context, tx Tx, tenantID, connectionID, model string, run int64, full bool, recs []PageRecord) (PageResult, *time.Time, error) {
-	var highWater *time.Time
-	if len(recs) == 0 {
-		return PageResult{}, nil, nil
+// readApplyPage reads the results of ApplyPage's batch in order.
+func readApplyPage(br pgx.BatchResults, run int64, locked bool) (PageResult, error) {
+	if _, _, _, _, err := checkRun(br.QueryRow(), run); err != nil {
+		return PageResult{}, err
 	}
-	// Keep the last occurrence of each id: one statement may not update a row twice.
+	if locked {
+		if _, err := br.Exec(); err != nil {
+			return PageResult{}, fmt.Errorf("store: feed lock: %w", err)
+		}
+	}
+	var res PageResult
+	if err := br.QueryRow().Scan(&res.Added, &res.Updated, &res.LastSeq); err != nil {
+		return PageResult{}, fmt.Errorf("store: upsert records: %w", err)
+	}
+	return res, nil
+}
+
+// page is a page's records as the arrays applyPageSQL takes.
+type page struct {
+	ids       []string
+	hashes    [][]byte
+	payloads  []string
+	updated   []*time.Time
+	highWater *time.Time // the newest updated-at of the page; nil: none
+}
+
+// preparePage hashes recs and keeps the last occurrence of each id: one statement may not
+// update a row twice.
+func preparePage(recs []PageRecord) page {
+	p := page{
+		ids:      make([]string, 0, len(recs)),
+		hashes:   make([][]byte, 0, len(recs)),
+		payloads: make([]string, 0, len(recs)),
+		updated:  make([]*time.Time, 0, len(recs)),
+	}
 	seen := make(map[string]int, len(recs))
-	ids := make([]string, 0, len(recs))
-	hashes := make([][]byte, 0, len(recs))
-	payloads := make([]string, 0, len(recs))
-	updated := make([]*time.Time, 0, len(recs))
 	for _, r := range recs {
 		sum := r.Hash
 		if sum == nil {
@@ -124,30 +168,21 @@ func upsert(ctx context.Context, tx Tx, tenantID, connectionID, model string, ru
 		if !r.UpdatedAt.IsZero() {
 			t := r.UpdatedAt
 			ua = &t
-			if highWater == nil || t.After(*highWater) {
-				highWater = &t
+			if p.highWater == nil || t.After(*p.highWater) {
+				p.highWater = &t
 			}
 		}
 		if i, ok := seen[r.ExternalID]; ok {
-			hashes[i], payloads[i], updated[i] = sum, string(r.Payload), ua
+			p.hashes[i], p.payloads[i], p.updated[i] = sum, string(r.Payload), ua
 			continue
 		}
-		seen[r.ExternalID] = len(ids)
-		ids = append(ids, r.ExternalID)
-		hashes = append(hashes, sum)
-		payloads = append(payloads, string(r.Payload))
-		updated = append(updated, ua)
+		seen[r.ExternalID] = len(p.ids)
+		p.ids = append(p.ids, r.ExternalID)
+		p.hashes = append(p.hashes, sum)
+		p.payloads = append(p.payloads, string(r.Payload))
+		p.updated = append(p.updated, ua)
 	}
-	if _, err := tx.Exec(ctx, lockFeedSQL, int32(feedLockNamespace), tenantID); err != nil {
-		return PageResult{}, nil, fmt.Errorf("store: feed lock: %w", err)
-	}
-	var res PageResult
-	err := tx.QueryRow(ctx, upsertSQL, tenantID, connectionID, model, run, ids, hashes, payloads, updated, full).
-		Scan(&res.Added, &res.Updated, &res.LastSeq)
-	if err != nil {
-		return PageResult{}, nil, fmt.Errorf("store: upsert records: %w", err)
-	}
-	return res, highWater, nil
+	return p
 }
 
 // FinishResult is what a finished run changed.

@@ -275,15 +275,35 @@ func TestApplyPageRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newSync(t, db, a, store.ModeFull)
 			scope, run := tc.setup(f)
+			// The transaction commits even when ApplyPage refuses: a refusal must have written
+			// nothing, not merely rely on the caller rolling back.
+			var applyErr error
 			err := db.InTx(ctx(t), scope, func(tx pgx.Tx) error {
-				_, err := store.ApplyPage(ctx(t), tx, scope.TenantID, f.sync.ID, run, []store.PageRecord{rec("x", "X")}, "")
+				_, applyErr = store.ApplyPage(ctx(t), tx, scope.TenantID, f.sync.ID, run, []store.PageRecord{rec("x", "X")}, "next")
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !errors.Is(applyErr, tc.want) {
+				t.Fatalf("ApplyPage = %v, want %v", applyErr, tc.want)
+			}
+			if tc.want == nil {
+				return
+			}
+			if len(f.feed(t, 0)) != 0 {
+				t.Fatal("a refused page wrote records")
+			}
+			var s *store.Sync
+			err = db.InTx(ctx(t), a, func(tx pgx.Tx) error {
+				s, err = store.GetSync(ctx(t), tx, a.TenantID, f.sync.ConnectionID, f.sync.Model, false)
 				return err
 			})
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("ApplyPage = %v, want %v", err, tc.want)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if tc.want != nil && len(f.feed(t, 0)) != 0 {
-				t.Fatal("a refused page wrote records")
+			if s.Run.Pages != 0 || s.Position.PageCursor != "" {
+				t.Fatalf("a refused page moved the run: pages %d, cursor %q", s.Run.Pages, s.Position.PageCursor)
 			}
 		})
 	}

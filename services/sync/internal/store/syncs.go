@@ -144,16 +144,24 @@ func BeginRun(ctx context.Context, tx Tx, s *Sync, jobID int64) (*Sync, error) {
 	return out, nil
 }
 
+// lockRunSQL locks the sync row and reads what checkRun needs.
+const lockRunSQL = `SELECT state, run_number, run_status, run_full, mode, connection_id::text, model
+	FROM syncs WHERE tenant_id = $1 AND id = $2 FOR UPDATE`
+
 // lockRun locks the sync row and checks that run is its current run and that it is active.
 func lockRun(ctx context.Context, tx Tx, tenantID, syncID string, run int64) (mode Mode, full bool, connectionID, model string, err error) {
+	return checkRun(tx.QueryRow(ctx, lockRunSQL, tenantID, syncID), run)
+}
+
+// checkRun scans the row of lockRunSQL and checks that run is the sync's current run and that
+// the sync is active.
+func checkRun(row pgx.Row, run int64) (mode Mode, full bool, connectionID, model string, err error) {
 	var (
 		state  State
 		number int64
 		status RunStatus
 	)
-	err = tx.QueryRow(ctx, `SELECT state, run_number, run_status, run_full, mode, connection_id::text, model
-		FROM syncs WHERE tenant_id = $1 AND id = $2 FOR UPDATE`, tenantID, syncID).
-		Scan(&state, &number, &status, &full, &mode, &connectionID, &model)
+	err = row.Scan(&state, &number, &status, &full, &mode, &connectionID, &model)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, "", "", ErrNotFound
 	}
