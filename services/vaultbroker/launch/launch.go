@@ -222,7 +222,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Running, err error
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	r.auditor, err = server.NewAuditor(server.AuditorConfig{
-		Sink: audit.NewStore(db), Logger: logger, RefusalLimiter: refusals, Now: opts.Now,
+		Sink: audit.NewGroup(audit.NewStore(db), audit.GroupConfig{}), Logger: logger, RefusalLimiter: refusals, Now: opts.Now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)

@@ -1,6 +1,7 @@
 // Package audit records every access to a tenant's Vault layout in the broker's own
-// PostgreSQL database: one append-only row per call in the tenant's audit_events (see
-// migrations/00001_audit_events.sql), readable only within that tenant. A row says who asked
+// PostgreSQL database: append-only rows in the tenant's audit_events (see
+// migrations/00001_audit_events.sql), readable only within that tenant — one per call, two for
+// a secret read that failed after its access row was written (see OutcomeAccess). A row says who asked
 // (subject, calling service, actor, token id), for what (operation, connection id, version),
 // how it ended (gRPC code and a short reason) and when — never a secret value, a ciphertext or
 // a token.
@@ -73,8 +74,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`
 // Append writes ev in one round trip (tenant scope and INSERT pipelined). When it returns nil
 // the row is committed.
 func (s *Store) Append(ctx context.Context, ev Event) error {
-	if ev.TenantID == "" || ev.RequestID == "" || ev.Operation == "" || ev.Outcome == "" || ev.Subject == "" {
-		return fmt.Errorf("%w: tenant, request id, operation, outcome and subject are required", ErrInvalid)
+	if err := ev.check(); err != nil {
+		return err
 	}
 	if ev.OccurredAt.IsZero() {
 		ev.OccurredAt = time.Now()
@@ -88,6 +89,14 @@ func (s *Store) Append(ctx context.Context, ev Event) error {
 		ev.CallerService, ev.Actor, ev.TokenID, ev.ConnectionID, version)
 	if err != nil {
 		return fmt.Errorf("audit: append %s for tenant %s: %w", ev.Operation, ev.TenantID, err)
+	}
+	return nil
+}
+
+// check reports a missing field every row must have.
+func (ev *Event) check() error {
+	if ev.TenantID == "" || ev.RequestID == "" || ev.Operation == "" || ev.Outcome == "" || ev.Subject == "" {
+		return fmt.Errorf("%w: tenant, request id, operation, outcome and subject are required", ErrInvalid)
 	}
 	return nil
 }

@@ -64,7 +64,9 @@ func directClient(b *testing.B, br *brokertest.Broker, tenantID, userToken strin
 // read by a vault-client-go client holding a ready token of the same tenant, on the same Vault
 // in the same run. They alternate per iteration so warm-up and noise hit both alike, together
 // with two parts of the overhead measured alone under the same load: an audit row written
-// straight to the broker's database, and a bare gRPC hop (health check) to the broker.
+// straight to the broker's database, and a bare gRPC hop (health check) to the broker. The
+// broker writes its access row concurrently with the Vault read, so audit-ns/write is what the
+// row would cost in series, not what it adds to broker-ns/read.
 func BenchmarkGetCredential(b *testing.B) {
 	br := benchBroker(b)
 	if br.Mode != "mount" {
@@ -89,8 +91,8 @@ func BenchmarkGetCredential(b *testing.B) {
 	path := "bulkhead-kv/" + tenant.ID + "/data/" + conn
 	logins := br.VaultStats().Logins
 
-	// The audit write alone, on the broker's database under the same load: the part of the
-	// overhead that is the price of "no unaudited secret read".
+	// The audit write alone, on the broker's database under the same load: the price of "no
+	// unaudited secret read" when paid in series.
 	auditStore := audit.NewStore(br.DB.AppDB(b))
 	ev := audit.Event{TenantID: tenant.ID, RequestID: "bench", Operation: "GetCredential", Outcome: "OK",
 		Subject: "user:" + tenant.OwnerID, CallerService: "svc:connection", ConnectionID: conn, Version: 1}
@@ -134,7 +136,6 @@ func BenchmarkGetCredential(b *testing.B) {
 	b.ReportMetric(float64(auditTime.Nanoseconds())/float64(b.N), "audit-ns/write")
 	b.ReportMetric(float64(hopTime.Nanoseconds())/float64(b.N), "hop-ns")
 	b.ReportMetric(float64(brokerTime)/float64(directTime), "broker/direct")
-	b.ReportMetric(float64(brokerTime-auditTime)/float64(directTime), "broker-minus-audit/direct")
 }
 
 // BenchmarkColdTenant is a tenant's first request through gRPC: identity exchange of the
