@@ -1,10 +1,9 @@
 // Package audit records every access to a tenant's Vault layout in the broker's own
 // PostgreSQL database: append-only rows in the tenant's audit_events (see
-// migrations/00001_audit_events.sql), readable only within that tenant — one per call, two for
-// a secret read that failed after its access row was written (see OutcomeAccess). A row says who asked
-// (subject, calling service, actor, token id), for what (operation, connection id, version),
-// how it ended (gRPC code and a short reason) and when — never a secret value, a ciphertext or
-// a token.
+// migrations/00001_audit_events.sql), readable only within that tenant — one per call. A row
+// says who asked (subject, calling service, actor, token id), for what (operation, connection
+// id, version), how it ended (gRPC code and a short reason) and when — never a secret value, a
+// ciphertext or a token.
 package audit
 
 import (
@@ -27,8 +26,7 @@ type Event struct {
 	RequestID  string
 	// Operation is the RPC's method name, e.g. "GetCredential".
 	Operation string
-	// Outcome is the gRPC code name the caller received, e.g. "OK", "NOT_FOUND", or
-	// OutcomeAccess for the access row of a secret-releasing call.
+	// Outcome is the gRPC code name the caller received, e.g. "OK", "NOT_FOUND".
 	Outcome string
 	// Reason is a short machine reason for a refusal or failure ("tenant_mismatch",
 	// "permission_denied", "cas_conflict", …); empty on success.
@@ -45,14 +43,6 @@ type Event struct {
 	// Version is the credential or key version involved, when known (0: none).
 	Version int64
 }
-
-// OutcomeAccess is the outcome of the access row of a call that releases a secret value
-// (GetCredential, Decrypt): written concurrently with the Vault read, before the outcome is
-// known, and committed before the value leaves — a value is released only when its access row
-// is committed and the read succeeded. A read that fails adds a second row under the same
-// request id with its outcome (e.g. NOT_FOUND, UNAVAILABLE). So an access row with no later
-// row of the same request id is a released value (or a response lost on its way out).
-const OutcomeAccess = "ACCESS"
 
 // Store appends and reads audit events through pgtenant, i.e. as the app role in a transaction
 // scoped to the event's tenant: row-level security admits only that tenant's rows, and the app

@@ -108,115 +108,36 @@ func (a *Auditor) UnaryInterceptor() grpc.UnaryServerInterceptor {
 		if !strings.HasPrefix(info.FullMethod, servicePrefix) {
 			return handler(ctx, req)
 		}
-		c, ok := claims.FromContext(ctx)
-		if ok && c.TenantID != "" && releasesSecret[info.FullMethod] {
-			return a.release(ctx, req, info, c, handler)
-		}
 		resp, err := handler(ctx, req)
+		c, ok := claims.FromContext(ctx)
 		if !ok {
 			return resp, err // every BrokerService method is authenticated; nothing to attribute
 		}
-		return a.record(ctx, req, info, c, resp, err)
-	}
-}
-
-// record writes the row of a call that has ended (the sequential path: everything but a
-// secret-releasing call that reached Vault) and applies the failure policy.
-func (a *Auditor) record(ctx context.Context, req any, info *grpc.UnaryServerInfo, c *claims.Claims, resp any, err error) (any, error) {
-	ev := a.event(ctx, info.FullMethod, c, err)
-	if ev.TenantID == "" {
-		// A tenant-less principal (a provisioning service) acts on the tenant its request
-		// names; file the event there. Naming no valid tenant, it touched nothing and
-		// there is nowhere to file it.
-		if t, ok := req.(interface{ GetTenantId() string }); ok {
-			ev.TenantID = canonical(t.GetTenantId())
-		}
+		ev := a.event(ctx, info.FullMethod, c, err)
 		if ev.TenantID == "" {
+			// A tenant-less principal (a provisioning service) acts on the tenant its request
+			// names; file the event there. Naming no valid tenant, it touched nothing and
+			// there is nowhere to file it.
+			if t, ok := req.(interface{ GetTenantId() string }); ok {
+				ev.TenantID = canonical(t.GetTenantId())
+			}
+			if ev.TenantID == "" {
+				return resp, err
+			}
+		}
+		if r, ok := req.(interface{ GetConnectionId() string }); ok {
+			ev.ConnectionID = sanitizeConnectionID(r.GetConnectionId())
+		}
+		ev.Version = versionOf(req, resp)
+		if err != nil && isRefusal(err) && !a.allowRefusal(ev.TenantID) {
 			return resp, err
 		}
-	}
-	if r, ok := req.(interface{ GetConnectionId() string }); ok {
-		ev.ConnectionID = sanitizeConnectionID(r.GetConnectionId())
-	}
-	ev.Version = versionOf(req, resp)
-	if err != nil && isRefusal(err) && !a.allowRefusal(ev.TenantID) {
+		if werr := a.write(ctx, ev); werr != nil && err == nil && releasesSecret[info.FullMethod] {
+			// The value must not leave without its audit row.
+			return nil, apierr.Unavailable("audit log", time.Second).WithCause(werr)
+		}
 		return resp, err
 	}
-	if werr := a.write(ctx, ev); werr != nil && err == nil && releasesSecret[info.FullMethod] {
-		// The value must not leave without its audit row.
-		return nil, errAuditUnavailable(werr)
-	}
-	return resp, err
-}
-
-func errAuditUnavailable(cause error) error {
-	return apierr.Unavailable("audit log", time.Second).WithCause(cause)
-}
-
-// release runs a secret-releasing call (GetCredential, Decrypt) whose audit row is written
-// concurrently with the Vault read, so that the call costs max(audit, Vault) instead of their
-// sum. The handler calls startAccess once every check that could refuse the call has passed,
-// right before it asks Vault; that starts the write of an access row (outcome
-// audit.OutcomeAccess: who asked for which credential, before the outcome is known). The
-// value is returned only when the read succeeded and the access row is committed; if the row
-// cannot be written the call fails UNAVAILABLE and the value is dropped. A read that fails
-// after the access row was started gets a second row with its outcome, as every failed call
-// does. A call refused before startAccess (tenant mismatch, malformed id) is recorded as
-// before, one row after the fact, within the refusal limit.
-func (a *Auditor) release(ctx context.Context, req any, info *grpc.UnaryServerInfo, c *claims.Claims, handler grpc.UnaryHandler) (any, error) {
-	ev := a.event(ctx, info.FullMethod, c, nil)
-	ev.Outcome, ev.Reason = audit.OutcomeAccess, ""
-	if r, ok := req.(interface{ GetConnectionId() string }); ok {
-		ev.ConnectionID = sanitizeConnectionID(r.GetConnectionId())
-	}
-	ev.Version = versionOf(req, nil)
-	g := &accessGate{a: a, ctx: ctx, ev: ev}
-	resp, err := handler(context.WithValue(ctx, accessGateKey{}, g), req)
-	if g.done == nil {
-		// Refused before Vault was asked — or a handler path that forgot startAccess, which
-		// then gets the sequential write and its failure policy rather than no row.
-		return a.record(ctx, req, info, c, resp, err)
-	}
-	werr := <-g.done
-	if err == nil {
-		if werr != nil {
-			return nil, errAuditUnavailable(werr) // the value must not leave without its row
-		}
-		return resp, nil
-	}
-	// Nothing is released. The access row (if it was written) says the value was asked for;
-	// this row says how it ended, under the same request id.
-	fev := a.event(ctx, info.FullMethod, c, err)
-	fev.ConnectionID, fev.Version = ev.ConnectionID, ev.Version
-	if !isRefusal(err) || a.allowRefusal(fev.TenantID) {
-		_ = a.write(ctx, fev)
-	}
-	return nil, err
-}
-
-// accessGate carries a secret-releasing call's access row from the Auditor to the handler,
-// which starts its write (startAccess) concurrently with the Vault read. The handler runs on
-// the interceptor's goroutine, so done needs no lock: it is set by the handler and read by
-// the interceptor after the handler returned.
-type accessGate struct {
-	a    *Auditor
-	ctx  context.Context
-	ev   audit.Event
-	done chan error // nil until started; receives the write's result
-}
-
-type accessGateKey struct{}
-
-// startAccess starts writing the access row of the secret-releasing call ctx belongs to, if
-// the Auditor installed one and it has not been started. Handlers call it after their checks
-// and right before asking Vault for a value.
-func startAccess(ctx context.Context) {
-	g, ok := ctx.Value(accessGateKey{}).(*accessGate)
-	if !ok || g.done != nil {
-		return
-	}
-	g.done = make(chan error, 1)
-	go func() { g.done <- g.a.write(g.ctx, g.ev) }()
 }
 
 // Denied is the authz.Rule.Denied hook: it audits a refused principal in the tenant its

@@ -64,9 +64,7 @@ func directClient(b *testing.B, br *brokertest.Broker, tenantID, userToken strin
 // read by a vault-client-go client holding a ready token of the same tenant, on the same Vault
 // in the same run. They alternate per iteration so warm-up and noise hit both alike, together
 // with two parts of the overhead measured alone under the same load: an audit row written
-// straight to the broker's database, and a bare gRPC hop (health check) to the broker. The
-// broker writes its access row concurrently with the Vault read, so audit-ns/write is what the
-// row would cost in series, not what it adds to broker-ns/read.
+// straight to the broker's database, and a bare gRPC hop (health check) to the broker.
 func BenchmarkGetCredential(b *testing.B) {
 	br := benchBroker(b)
 	if br.Mode != "mount" {

