@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -212,14 +213,15 @@ func (w *Worker) Run(ctx context.Context) {
 		case <-w.kick:
 		case <-t.C:
 		}
-		// A full scan means more may be due: go again at once.
+		// A full scan of steps this worker ran means more may be due: go again at once. (Steps
+		// it could not claim do not count, so a failing claim cannot spin this loop.)
 		for w.RunOnce(ctx) == scanLimit && ctx.Err() == nil {
 		}
 		t.Reset(w.cfg.Interval)
 	}
 }
 
-// RunOnce runs every step due now and returns how many due tenants it found.
+// RunOnce runs every step due now and returns how many it claimed and ran.
 func (w *Worker) RunOnce(ctx context.Context) int {
 	due, err := w.cfg.Store.DueLifecycle(ctx, w.cfg.Now(), scanLimit)
 	if err != nil {
@@ -229,27 +231,33 @@ func (w *Worker) RunOnce(ctx context.Context) int {
 		return 0
 	}
 	sem := make(chan struct{}, w.cfg.Parallel)
-	var wg sync.WaitGroup
+	var (
+		wg  sync.WaitGroup
+		ran atomic.Int64
+	)
 	for _, t := range due {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			w.attempt(ctx, t.ID, t.Lifecycle.Step)
+			if w.attempt(ctx, t.ID, t.Lifecycle.Step) {
+				ran.Add(1)
+			}
 		})
 	}
 	wg.Wait()
-	return len(due)
+	return int(ran.Load())
 }
 
-// attempt claims tenantID's step, runs it and records the outcome.
-func (w *Worker) attempt(ctx context.Context, tenantID string, step store.LifecycleStep) {
+// attempt claims tenantID's step, runs it and records the outcome. It reports whether it
+// claimed the step.
+func (w *Worker) attempt(ctx context.Context, tenantID string, step store.LifecycleStep) bool {
 	claimed, err := w.claim(ctx, tenantID, step)
 	if err != nil {
 		w.log.WarnContext(ctx, "claiming a lifecycle step", "tenant_id", tenantID, "step", step, "error", err)
-		return
+		return false
 	}
 	if claimed == nil {
-		return // another worker has it, or it changed since the scan
+		return false // another worker has it, or it changed since the scan
 	}
 	out := Outcome{TenantID: tenantID, Step: step}
 	sctx, cancel := context.WithTimeout(ctx, w.cfg.StepTimeout)
@@ -273,7 +281,7 @@ func (w *Worker) attempt(ctx context.Context, tenantID string, step store.Lifecy
 	}
 	cancel()
 	if ctx.Err() != nil {
-		return // shutting down: the lease runs out and the step comes due again
+		return true // shutting down: the lease runs out and the step comes due again
 	}
 	out.Done = out.Err == nil && out.Pending == 0
 	if err := w.record(ctx, tenantID, out); err != nil {
@@ -282,6 +290,7 @@ func (w *Worker) attempt(ctx context.Context, tenantID string, step store.Lifecy
 	if w.cfg.OnStep != nil {
 		w.cfg.OnStep(out)
 	}
+	return true
 }
 
 // claim pushes the step's due time out by the lease if it is still step and still due. It
