@@ -112,14 +112,28 @@ func (c *clock) advance(d time.Duration) {
 	c.offset += d
 }
 
+// startEnv starts identity, the vault-broker, the connection service (on clk) and the
+// provider.
+func startEnv(t *testing.T, clk *clock) *connectiontest.Env {
+	t.Helper()
+	return connectiontest.Start(t, connectiontest.Options{Now: clk.now})
+}
+
 func startSaga(t *testing.T, deadline time.Duration) *saga {
 	t.Helper()
 	clk := &clock{}
-	env := connectiontest.Start(t, connectiontest.Options{Now: clk.now})
+	env := startEnv(t, clk)
+	return startSagaOn(t, env, clk, env.Broker.GRPCAddr, deadline)
+}
+
+// startSagaOn starts the sync service and identity's saga against env, reaching the
+// vault-broker at brokerAddr.
+func startSagaOn(t *testing.T, env *connectiontest.Env, clk *clock, brokerAddr string, deadline time.Duration) *saga {
+	t.Helper()
 	s := &saga{env: env, clock: clk, tenants: identityv1.NewTenantServiceClient(env.Identity.Conn(t)), op: env.Identity.OperatorToken(t), steps: &steps{}}
 	s.sync = startSync(t, env)
 	err := env.Identity.StartLifecycle(identity.LifecycleTargets{
-		VaultBrokerAddr: env.Broker.GRPCAddr, ConnectionAddr: env.Instances[0].GRPCAddr, SyncAddr: s.sync.GRPCAddr,
+		VaultBrokerAddr: brokerAddr, ConnectionAddr: env.Instances[0].GRPCAddr, SyncAddr: s.sync.GRPCAddr,
 		OffboardDeadline: deadline, Interval: 50 * time.Millisecond, PendingRecheck: 100 * time.Millisecond,
 		OnStep: s.steps.add,
 	})
