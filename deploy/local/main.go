@@ -239,10 +239,14 @@ Try it (grpcurl: 'make tools' puts it in .cache/bin):
     %s bulkhead.identity.v1.TenantService/CreateTenant
   grpcurl -plaintext -d '{"api_key":"<api_key_secret from above>"}' \
     %s bulkhead.identity.v1.TokenService/IssueToken
+  The tenant is provisioned in Vault before CreateTenant answers (tenant.lifecycle). Deleting it
+  runs the offboarding saga — revoke connections, purge synced data, delete its Vault layout:
+  grpcurl -plaintext -H 'authorization: Bearer <access_token>' -d '{"tenant_id":"<tenant_id>"}' \
+    %s bulkhead.identity.v1.TenantService/DeleteTenant
 
 Ctrl-C stops everything.
 `, id.GRPCAddr, id.HTTPAddr, br.GRPCAddr, br.Mode, vlt.Addr(), cn.GRPCAddr, cn.CallbackURL, sn.GRPCAddr, operator.ClientID, operatorSecret,
-		id.GRPCAddr, id.GRPCAddr, id.GRPCAddr)
+		id.GRPCAddr, id.GRPCAddr, id.GRPCAddr, id.GRPCAddr)
 
 	select {
 	case <-ctx.Done():
