@@ -63,7 +63,7 @@ type Config struct {
 	// resource for the service's caller (the connection service exchanges for users named by
 	// its stored state, who may have been removed since: "user"). Empty makes NotFound an
 	// Internal error, the service's own fault (the vault-broker only exchanges its verified
-	// caller's token). GetTenantStatus's NotFound is never an error: see TenantActive.
+	// caller's token). GetTenantStatus's NotFound is never an error: see TenantStatus.
 	NotFoundResource string
 	// CallTimeout bounds each call to identity (default 5s).
 	CallTimeout time.Duration
@@ -203,12 +203,6 @@ func (c *Client) Exchange(ctx context.Context, op string, req *identityv1.Exchan
 	}
 	c.exchanged.Add(1)
 	return resp.GetAccessToken(), nil
-}
-
-// TenantActive reports whether tenantID is active. An unknown tenant is (false, nil).
-func (c *Client) TenantActive(ctx context.Context, tenantID string) (bool, error) {
-	st, err := c.TenantStatus(ctx, tenantID)
-	return st == identityv1.TenantStatus_TENANT_STATUS_ACTIVE, err
 }
 
 // TenantState implements authn.TenantStatus with GetTenantStatus. An unknown tenant is

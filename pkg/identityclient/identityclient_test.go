@@ -136,7 +136,7 @@ func TestIdentityDown(t *testing.T) {
 	if _, err := c.ServiceToken(ctx); code(err) != codes.Unavailable {
 		t.Fatalf("ServiceToken: %v, want Unavailable", err)
 	}
-	if _, err := c.TenantActive(ctx, "7c0c3a0e-2d1b-4f4e-9a55-3f6f1b0f5a10"); code(err) != codes.Unavailable {
+	if _, err := c.TenantState(ctx, "7c0c3a0e-2d1b-4f4e-9a55-3f6f1b0f5a10"); code(err) != codes.Unavailable {
 		t.Fatalf("TenantActive: %v, want Unavailable", err)
 	}
 	if _, err := c.Exchange(ctx, "exchange", &identityv1.ExchangeTokenRequest{}); code(err) != codes.Unavailable {

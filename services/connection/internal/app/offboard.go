@@ -169,17 +169,13 @@ func (a *App) offboard(ctx context.Context, tenantID string, f store.Filter, mat
 		return res, err
 	}
 
-	reachable := true
-	tok, err := a.userTokens.UserToken(ctx, tenantID, "")
-	switch {
-	case err == nil:
-		ctx = grpcclient.ActAs(ctx, tenantID, tok)
-	case refused(err):
-		reachable = false
-		a.log.WarnContext(ctx, "offboarding: identity refuses a token for the tenant; marking its connections revoked, revocation pending",
-			"tenant_id", tenantID, "error", err.Error())
-	default:
+	ctx, reachable, err := a.actForTenant(ctx, tenantID)
+	if err != nil {
 		return res, err
+	}
+	if !reachable {
+		a.log.WarnContext(ctx, "offboarding: identity refuses a token for the tenant; marking its connections revoked, revocation pending",
+			"tenant_id", tenantID)
 	}
 
 	for _, id := range ids {
@@ -235,14 +231,8 @@ func (a *App) abandonPending(ctx context.Context, tenantID string) error {
 	if err != nil || len(ids) == 0 {
 		return err
 	}
-	reachable := true
-	tok, err := a.userTokens.UserToken(ctx, tenantID, "")
-	switch {
-	case err == nil:
-		ctx = grpcclient.ActAs(ctx, tenantID, tok)
-	case refused(err):
-		reachable = false
-	default:
+	ctx, reachable, err := a.actForTenant(ctx, tenantID)
+	if err != nil {
 		return err
 	}
 	actor := store.Actor{TenantID: tenantID, Admin: true}
@@ -280,4 +270,19 @@ func refused(err error) bool {
 		return true
 	}
 	return false
+}
+
+// actForTenant returns ctx acting for tenantID with the tenant's background token. reachable
+// is false, with no error, when identity refuses that token (the tenant is suspended, or no
+// longer DELETING): the caller then records what it can without the broker.
+func (a *App) actForTenant(ctx context.Context, tenantID string) (_ context.Context, reachable bool, _ error) {
+	tok, err := a.userTokens.UserToken(ctx, tenantID, "")
+	switch {
+	case err == nil:
+		return grpcclient.ActAs(ctx, tenantID, tok), true, nil
+	case refused(err):
+		return ctx, false, nil
+	default:
+		return ctx, false, err
+	}
 }

@@ -71,19 +71,8 @@ func (c *Client) UserToken(ctx context.Context, tenantID, userID string) (string
 	})
 }
 
-// TenantActive reports whether tenantID is active; an unknown tenant is (false, nil).
-func (c *Client) TenantActive(ctx context.Context, tenantID string) (bool, error) {
-	return c.c.TenantActive(ctx, tenantID)
-}
-
 // TenantState implements authn.TenantStatus with GetTenantStatus. An unknown tenant is
 // (StateInactive, nil).
 func (c *Client) TenantState(ctx context.Context, tenantID string) (authn.TenantState, error) {
 	return c.c.TenantState(ctx, tenantID)
-}
-
-// TenantStatus returns identity's status of tenantID; an unknown tenant is
-// TENANT_STATUS_UNSPECIFIED with a nil error.
-func (c *Client) TenantStatus(ctx context.Context, tenantID string) (identityv1.TenantStatus, error) {
-	return c.c.TenantStatus(ctx, tenantID)
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/bulkhead/bulkhead/pkg/apierr"
+	"github.com/bulkhead/bulkhead/pkg/authn"
 	"github.com/bulkhead/bulkhead/pkg/testenv"
 	"github.com/bulkhead/bulkhead/services/connection/internal/identity"
 	"github.com/bulkhead/bulkhead/services/identity/identitytest"
@@ -73,11 +74,11 @@ func TestConnectionIdentityClient(t *testing.T) {
 		})
 	}
 
-	if ok, err := c.TenantActive(ctx, tenant.ID); err != nil || !ok {
-		t.Fatalf("active tenant: %v, %v", ok, err)
+	if st, err := c.TenantState(ctx, tenant.ID); err != nil || st != authn.StateActive {
+		t.Fatalf("active tenant: %v, %v", st, err)
 	}
-	if ok, err := c.TenantActive(ctx, testenv.NewTenantID()); err != nil || ok {
-		t.Fatalf("unknown tenant: %v, %v; want false, nil", ok, err)
+	if st, err := c.TenantState(ctx, testenv.NewTenantID()); err != nil || st != authn.StateInactive {
+		t.Fatalf("unknown tenant: %v, %v; want StateInactive, nil", st, err)
 	}
 }
 

@@ -108,11 +108,6 @@ func (c *Client) TenantToken(ctx context.Context, tenantID string, audiences ...
 	return tok, nil
 }
 
-// TenantActive reports whether tenantID is active; an unknown tenant is (false, nil).
-func (c *Client) TenantActive(ctx context.Context, tenantID string) (bool, error) {
-	return c.c.TenantActive(ctx, tenantID)
-}
-
 // TenantState implements authn.TenantStatus with GetTenantStatus. An unknown tenant is
 // (StateInactive, nil).
 func (c *Client) TenantState(ctx context.Context, tenantID string) (authn.TenantState, error) {

@@ -15,6 +15,7 @@ import (
 
 	identityv1 "github.com/bulkhead/bulkhead/gen/bulkhead/identity/v1"
 	"github.com/bulkhead/bulkhead/pkg/apierr"
+	"github.com/bulkhead/bulkhead/pkg/authn"
 	"github.com/bulkhead/bulkhead/pkg/claims"
 	"github.com/bulkhead/bulkhead/pkg/testenv"
 	"github.com/bulkhead/bulkhead/services/identity/identitytest"
@@ -155,16 +156,16 @@ func TestVaultJWT(t *testing.T) {
 	}
 }
 
-func TestTenantActive(t *testing.T) {
+func TestTenantState(t *testing.T) {
 	id := identitytest.Start(t, identitytest.Options{Services: brokertest.Services})
 	c := newClient(t, id, id.PlatformSecret(brokertest.ClientID), nil)
 	tenant := id.CreateTenant(t, "acme")
 	ctx := context.Background()
-	if ok, err := c.TenantActive(ctx, tenant.ID); err != nil || !ok {
-		t.Fatalf("active tenant: %v, %v", ok, err)
+	if st, err := c.TenantState(ctx, tenant.ID); err != nil || st != authn.StateActive {
+		t.Fatalf("active tenant: %v, %v", st, err)
 	}
-	if ok, err := c.TenantActive(ctx, testenv.NewTenantID()); err != nil || ok {
-		t.Fatalf("unknown tenant: %v, %v; want false, nil", ok, err)
+	if st, err := c.TenantState(ctx, testenv.NewTenantID()); err != nil || st != authn.StateInactive {
+		t.Fatalf("unknown tenant: %v, %v; want StateInactive, nil", st, err)
 	}
 }
 
@@ -183,7 +184,7 @@ func TestCallErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = down.TenantActive(context.Background(), testenv.NewTenantID())
+	_, err = down.TenantState(context.Background(), testenv.NewTenantID())
 	if code(err) != codes.Unavailable {
 		t.Fatalf("identity down: %v, want Unavailable", err)
 	}
